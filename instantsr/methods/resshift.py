@@ -1,0 +1,77 @@
+"""The ResShift teacher (Yue et al., NeurIPS 2023): x0-prediction training of residual-shifting diffusion.
+
+Recipe: encode HR and bicubic-upsampled LR with the codec (x0, y), draw t uniformly, x_t ~ q(x_t | x0, y),
+minimise ||f(x_t, y, t) - x0||^2. The backbone also sees the LR image (concatenated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..codecs import KLCodec, PixelUnshuffleCodec
+from ..diffusion.resshift import ResShiftDenoiser, ResShiftLoss, ResShiftSchedule
+from ..model import SRModel, encode_condition
+from ..nets.unet import ConditionalUNet
+
+
+@dataclass
+class ResShiftConfig:
+    unet: str = "small"  # ConditionalUNet preset: tiny | small | base | large
+    codec: str = "pixel_unshuffle"  # pixel_unshuffle | a KLCodec folder (trained by `train autoencoder`)
+    scale: int = 4
+    T: int = 15
+    kappa: float = 2.0
+    p: float = 0.3
+    min_noise_level: float = 0.04
+    etas_end: float = 0.99
+    sample_steps: int = 15  # default steps of the exported model
+    sampler: str = "deterministic"  # deterministic (SinSR) | stochastic (ResShift)
+
+    @property
+    def schedule(self) -> ResShiftSchedule:
+        return ResShiftSchedule(T=self.T, kappa=self.kappa, p=self.p, min_noise_level=self.min_noise_level,
+                                etas_end=self.etas_end)
+
+
+def build_codec(spec: str, scale: int):
+    """'pixel_unshuffle' (factor = scale, so latents meet the LR image at its own size) or a codec folder."""
+    if spec == "pixel_unshuffle":
+        return PixelUnshuffleCodec(factor=scale)
+    return KLCodec.from_pretrained(spec, local_files_only=True)
+
+
+class ResShiftRecipe:
+    """Trains a ResShift teacher from scratch."""
+
+    ema_network = "denoiser"
+
+    def __init__(self, config: ResShiftConfig):
+        self.method_config = config
+        self.schedule = config.schedule
+        self.codec = build_codec(config.codec, config.scale).requires_grad_(False).eval()
+        self.backbone = ConditionalUNet.from_preset(config.unet, latent_channels=self.codec.latent_channels)
+        self.loss = ResShiftLoss(self.schedule)
+        self._train_backbone = self.backbone
+
+    def networks(self) -> dict:
+        return {"denoiser": self.backbone}
+
+    def bind(self, wrapped: dict) -> None:
+        self._train_backbone = wrapped["denoiser"]
+
+    def training_step(self, hr: torch.Tensor, lr: torch.Tensor, ctx) -> dict:
+        self.codec.to(hr.device)
+        with torch.no_grad():
+            x0 = self.codec.encode(hr * 2 - 1)
+            y, cond = encode_condition(self.codec, lr, self.method_config.scale)
+        denoiser = ResShiftDenoiser(self._train_backbone, self.schedule)
+        loss = self.loss(denoiser, x0, y, cond, generator=ctx.generator).mean()
+        ctx.update("denoiser", loss)
+        return {"loss": loss.detach()}
+
+    def sr_model(self, backbone=None) -> SRModel:
+        cfg = self.method_config
+        return SRModel(backbone or self.backbone, self.codec, self.schedule, scale=cfg.scale, method="resshift",
+                       steps=cfg.sample_steps, sampler=cfg.sampler)

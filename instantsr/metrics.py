@@ -1,0 +1,490 @@
+"""Image quality metrics as the SR papers compute them.
+
+Every function takes float tensors NCHW, RGB, in [0, 1] and returns one value per image, shape (N,).
+Nothing is quantised here: to score 8-bit results, round them first (``instantsr.degrade.quantize``).
+
+- :func:`psnr`, :func:`ssim`: on the Y channel of YCbCr (ITU-R BT.601 as MATLAB ``rgb2ycbcr``) by
+  default, no border crop by default; SSIM is the MATLAB/BasicSR one (11x11 Gaussian window, sigma 1.5,
+  valid filtering, values on the 0..255 scale). PSNR of identical images is ``inf`` (as BasicSR).
+- :class:`LPIPS` (AlexNet by default, v0.1 linear layers) and :class:`DISTS` (VGG16 with L2 pooling):
+  the official formulas in plain torch; frozen weights, differentiable in the inputs (usable as losses).
+- :func:`niqe`: NIQE with the MATLAB pristine parameters, as IQA-PyTorch computes it.
+- :class:`MetricSuite` builds the networks once and scores batches by name.
+
+Pretrained weights come from :mod:`instantsr.weights` (``instantsr weights fetch``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from instantsr import weights
+
+__all__ = [
+    "DISTS",
+    "FULL_REFERENCE",
+    "HIGHER_IS_BETTER",
+    "LPIPS",
+    "MetricSuite",
+    "NO_REFERENCE",
+    "niqe",
+    "psnr",
+    "pyiqa_metric",
+    "rgb_to_y",
+    "ssim",
+]
+
+FULL_REFERENCE = ("psnr", "ssim", "lpips", "dists")
+NO_REFERENCE = ("niqe",)
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "dists": False, "niqe": False}
+
+
+# ------------------------------------------------------------------------------------------------------ #
+# PSNR / SSIM
+# ------------------------------------------------------------------------------------------------------ #
+
+
+def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
+    """Y of YCbCr, ITU-R BT.601 as MATLAB ``rgb2ycbcr``: (N,3,H,W) in [0,1] -> (N,1,H,W) in [16/255, 235/255]."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected an RGB batch (N, 3, H, W), got {tuple(x.shape)}")
+    w = x.new_tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1)
+    return (16.0 + (x * w).sum(1, keepdim=True)) / 255.0
+
+
+def _crop(x: torch.Tensor, border: int) -> torch.Tensor:
+    return x[..., border:-border, border:-border] if border > 0 else x
+
+
+def _pair(sr: torch.Tensor, hr: torch.Tensor, y_channel: bool, crop_border: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if sr.shape != hr.shape:
+        raise ValueError(f"sr and hr shapes differ: {tuple(sr.shape)} vs {tuple(hr.shape)}")
+    if sr.ndim != 4:
+        raise ValueError(f"expected NCHW tensors, got {tuple(sr.shape)}")
+    sr, hr = _crop(sr, crop_border).double(), _crop(hr, crop_border).double()
+    if y_channel and sr.shape[1] == 3:
+        sr, hr = rgb_to_y(sr), rgb_to_y(hr)
+    return sr, hr
+
+
+def psnr(sr: torch.Tensor, hr: torch.Tensor, y_channel: bool = True, crop_border: int = 0) -> torch.Tensor:
+    """PSNR in dB for data range 1, computed in float64. Identical images give ``inf``."""
+    sr, hr = _pair(sr, hr, y_channel, crop_border)
+    mse = (sr - hr).pow(2).mean(dim=(1, 2, 3))
+    return 10.0 * torch.log10(1.0 / mse)
+
+
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(sr: torch.Tensor, hr: torch.Tensor, y_channel: bool = True, crop_border: int = 0) -> torch.Tensor:
+    """SSIM (Wang et al. 2004; MATLAB ``ssim_index``/BasicSR): values on 0..255, 11x11 Gaussian window with
+    sigma 1.5, valid filtering, mean of the SSIM map over pixels and channels. Float64."""
+    sr, hr = _pair(sr, hr, y_channel, crop_border)
+    x, y = sr * 255.0, hr * 255.0
+    c = x.shape[1]
+    g = _gaussian_1d().to(x.device)
+    gh, gv = g.view(1, 1, 1, -1).expand(c, 1, 1, 11), g.view(1, 1, -1, 1).expand(c, 1, 11, 1)
+
+    def filt(t):  # the separable 11x11 Gaussian, 'valid'
+        return F.conv2d(F.conv2d(t, gh, groups=c), gv, groups=c)
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_x, mu_y = filt(x), filt(y)
+    sxx = filt(x * x) - mu_x**2
+    syy = filt(y * y) - mu_y**2
+    sxy = filt(x * y) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return ssim_map.mean(dim=(1, 2, 3))
+
+
+# ------------------------------------------------------------------------------------------------------ #
+# Backbones with torchvision key names (features.N.weight), so converted ImageNet weights load strictly
+# ------------------------------------------------------------------------------------------------------ #
+
+
+def _alexnet_features() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+    )
+
+
+_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def _vgg16_features(pool=None) -> nn.Sequential:
+    """torchvision ``vgg16().features``; ``pool(channels)`` replaces each max-pool when given (DISTS)."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for v in _VGG16_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2) if pool is None else pool(channels))
+        else:
+            layers += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU()]
+            channels = v
+    return nn.Sequential(*layers)
+
+
+def _fast_layout(x: torch.Tensor) -> torch.Tensor:
+    # channels-last convolutions are about 1.6x faster on CPU; the values are the same
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+
+
+def _freeze(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+# ------------------------------------------------------------------------------------------------------ #
+# LPIPS
+# ------------------------------------------------------------------------------------------------------ #
+
+
+class _NetLin(nn.Module):
+    # LPIPS's NetLinLayer: Sequential(Dropout, Conv1x1) -> key "model.1.weight". The dropout is an
+    # identity here: it is off in evaluation, and a frozen perceptual loss should not drop features.
+    def __init__(self, channels: int):
+        super().__init__()
+        self.model = nn.Sequential(nn.Identity(), nn.Conv2d(channels, 1, 1, bias=False))
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class LPIPS(nn.Module):
+    """LPIPS (Zhang et al. 2018), version 0.1 linear layers, ``net`` in {'alex', 'vgg'}.
+
+    ``forward(x, y)`` takes images in [0, 1] (scaled to [-1, 1], then LPIPS's scaling layer) and returns
+    the distance per image, shape (N,). Parameters are frozen; gradients flow to the inputs.
+    ``pretrained=False`` leaves random weights (for shape tests only).
+    """
+
+    _SLICES = {"alex": (2, 5, 8, 10, 12), "vgg": (4, 9, 16, 23, 30)}  # ends of the five feature slices
+    _CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
+    _BACKBONE = {"alex": "alexnet", "vgg": "vgg16"}
+
+    def __init__(self, net: str = "alex", pretrained: bool = True):
+        super().__init__()
+        if net not in self._SLICES:
+            raise ValueError(f"LPIPS net must be 'alex' or 'vgg', got {net!r}")
+        self.net_name = net
+        # torchvision's key layout under net.: net.features.N.*
+        self.net = nn.Module()
+        self.net.features = _alexnet_features() if net == "alex" else _vgg16_features()
+        for i, c in enumerate(self._CHANNELS[net]):
+            setattr(self, f"lin{i}", _NetLin(c))
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False)
+        if pretrained:
+            state = {f"net.{k}": v for k, v in weights.load(self._BACKBONE[net]).items()}
+            state.update(weights.load(f"lpips_{net}"))
+            self.load_state_dict(state, strict=True)
+        _freeze(self)
+
+    @classmethod
+    def from_cache(cls, net: str = "alex") -> "LPIPS":
+        return cls(net, pretrained=True)
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats, start, x = [], 0, _fast_layout(x)
+        for end in self._SLICES[self.net_name]:
+            for i in range(start, end):
+                x = self.net.features[i](x)
+            feats.append(x)
+            start = end
+        return feats
+
+    @staticmethod
+    def _unit(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+        # f / (||f||_channels + eps); the clamp only keeps the gradient finite where f is all zeros
+        norm = f.pow(2).sum(1, keepdim=True).clamp_min(1e-20).sqrt()
+        return f / (norm + eps)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fx = self._features(((2 * x - 1) - self.shift) / self.scale)
+        fy = self._features(((2 * y - 1) - self.shift) / self.scale)
+        total = 0
+        for i, (a, b) in enumerate(zip(fx, fy)):
+            d = (self._unit(a) - self._unit(b)).pow(2)
+            total = total + getattr(self, f"lin{i}")(d).mean(dim=(2, 3))
+        return total.view(-1)
+
+
+# ------------------------------------------------------------------------------------------------------ #
+# DISTS
+# ------------------------------------------------------------------------------------------------------ #
+
+
+class _L2Pool(nn.Module):
+    # DISTS L2pooling: sqrt(conv(x^2, hanning 3x3, stride 2, pad 1) + 1e-12), depthwise.
+    def __init__(self, channels: int):
+        super().__init__()
+        a = np.hanning(5)[1:-1]
+        g = torch.tensor(a[:, None] * a[None, :], dtype=torch.float32)
+        g = g / g.sum()
+        self.register_buffer("filter", g.expand(channels, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x):
+        out = F.conv2d(x.pow(2), self.filter, stride=2, padding=1, groups=x.shape[1])
+        return (out + 1e-12).sqrt()
+
+
+class DISTS(nn.Module):
+    """DISTS (Ding et al. 2020) as ``DISTS_pytorch``: VGG16 with L2 pooling, learned alpha/beta.
+
+    ``forward(x, y)`` takes images in [0, 1] and returns the distance per image, shape (N,).
+    Parameters are frozen; gradients flow to the inputs.
+    """
+
+    _STAGE_ENDS = (4, 9, 16, 23, 30)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (exclusive ends)
+    CHANNELS = (3, 64, 128, 256, 512, 512)
+
+    def __init__(self, pretrained: bool = True):
+        super().__init__()
+        self.features = nn.Sequential(*list(_vgg16_features(pool=_L2Pool))[:30])
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        n = sum(self.CHANNELS)
+        gen = torch.Generator().manual_seed(0)
+        self.alpha = nn.Parameter(0.1 + 0.01 * torch.randn(1, n, 1, 1, generator=gen))
+        self.beta = nn.Parameter(0.1 + 0.01 * torch.randn(1, n, 1, 1, generator=gen))
+        if pretrained:
+            state = {f"features.{k.split('.', 1)[1]}": v for k, v in weights.load("vgg16").items()}
+            state.update(weights.load("dists"))
+            self.load_state_dict(state, strict=True)
+        _freeze(self)
+
+    @classmethod
+    def from_cache(cls) -> "DISTS":
+        return cls(pretrained=True)
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats, h, start = [x], _fast_layout((x - self.mean) / self.std), 0
+        for end in self._STAGE_ENDS:
+            for i in range(start, end):
+                h = self.features[i](h)
+            feats.append(h)
+            start = end
+        return feats
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fx, fy = self._features(x), self._features(y)
+        c1 = c2 = 1e-6
+        w_sum = self.alpha.sum() + self.beta.sum()
+        alpha = torch.split(self.alpha / w_sum, self.CHANNELS, dim=1)
+        beta = torch.split(self.beta / w_sum, self.CHANNELS, dim=1)
+        dist1 = dist2 = 0
+        for k in range(len(self.CHANNELS)):
+            mx, my = fx[k].mean([2, 3], keepdim=True), fy[k].mean([2, 3], keepdim=True)
+            s1 = (2 * mx * my + c1) / (mx**2 + my**2 + c1)
+            dist1 = dist1 + (alpha[k] * s1).sum(1, keepdim=True)
+            vx = ((fx[k] - mx) ** 2).mean([2, 3], keepdim=True)
+            vy = ((fy[k] - my) ** 2).mean([2, 3], keepdim=True)
+            cxy = (fx[k] * fy[k]).mean([2, 3], keepdim=True) - mx * my
+            s2 = (2 * cxy + c2) / (vx + vy + c2)
+            dist2 = dist2 + (beta[k] * s2).sum(1, keepdim=True)
+        return (1 - (dist1 + dist2)).view(-1)
+
+
+# ------------------------------------------------------------------------------------------------------ #
+# NIQE
+# ------------------------------------------------------------------------------------------------------ #
+
+_NIQE_BLOCK = 96
+
+
+def _gamma_table(ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    gam = torch.arange(0.2, 10.0 + 0.001, 0.001, dtype=torch.float64, device=ref.device)
+    r_gam = torch.exp(2 * torch.lgamma(2 / gam) - torch.lgamma(1 / gam) - torch.lgamma(3 / gam))
+    return gam, r_gam
+
+
+def _aggd(block: torch.Tensor, table) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric generalised Gaussian fit (alpha, beta_l, beta_r) of each (B, h, w) block."""
+    gam, r_gam = table
+    flat = block.flatten(1)
+    left, right = flat < 0, flat > 0
+    left_std = torch.sqrt((flat.pow(2) * left).sum(1) / left.sum(1))
+    right_std = torch.sqrt((flat.pow(2) * right).sum(1) / right.sum(1))
+    gammahat = left_std / right_std
+    rhat = flat.abs().mean(1).pow(2) / flat.pow(2).mean(1)
+    rhatnorm = rhat * (gammahat**3 + 1) * (gammahat + 1) / (gammahat**2 + 1) ** 2
+    alpha = gam[(r_gam[None] - rhatnorm[:, None]).abs().argmin(1)]
+    ratio = torch.exp(0.5 * (torch.lgamma(1 / alpha) - torch.lgamma(3 / alpha)))
+    return alpha, left_std * ratio, right_std * ratio
+
+
+def _niqe_features(blocks: torch.Tensor, table) -> torch.Tensor:
+    """The 18 NIQE features of each (B, h, w) block of normalised luminance."""
+    alpha, bl, br = _aggd(blocks, table)
+    feats = [alpha, (bl + br) / 2]
+    for shift in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        alpha, bl, br = _aggd(blocks * torch.roll(blocks, shift, dims=(1, 2)), table)
+        mean = (br - bl) * torch.exp(torch.lgamma(2 / alpha) - torch.lgamma(1 / alpha))
+        feats += [alpha, mean, bl, br]
+    return torch.stack(feats, 1)
+
+
+def _mscn(img: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    # (img - mu) / (sigma + 1) with a 7x7 Gaussian, replicate borders ('nearest'), as MATLAB NIQE.
+    k = window.shape[-1] // 2
+    pad = F.pad(img, (k, k, k, k), mode="replicate")
+    w = window.to(img)[None, None]
+    mu = F.conv2d(pad, w)
+    var = F.conv2d(pad * pad, w) - mu**2
+    return (img - mu) / (var.abs().sqrt() + 1)
+
+
+def _blocks(img: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
+    # (N, 1, H, W) with H, W multiples of the block -> (N, nblocks, bh, bw)
+    n, _, h, w = img.shape
+    x = img.view(n, h // bh, bh, w // bw, bw).permute(0, 1, 3, 2, 4)
+    return x.reshape(n, -1, bh, bw)
+
+
+_LUMA = {
+    "yiq": (0.299, 0.587, 0.114),  # IQA-PyTorch's default
+    "gray": (0.298936021293775, 0.587043074451121, 0.114020904255103),  # MATLAB rgb2gray
+}
+
+
+def _niqe_y(x: torch.Tensor, color_space: str) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    if x.shape[1] != 3:
+        raise ValueError(f"NIQE expects RGB or gray images, got {x.shape[1]} channels")
+    if color_space == "ycbcr":
+        return rgb_to_y(x)
+    if color_space not in _LUMA:
+        raise ValueError(f"color_space must be one of {', '.join(_LUMA)} or 'ycbcr', got {color_space!r}")
+    return (x * x.new_tensor(_LUMA[color_space]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def niqe(x: torch.Tensor, crop_border: int = 0, color_space: str = "yiq", params: dict | None = None) -> torch.Tensor:
+    """NIQE (Mittal et al. 2013) with the MATLAB pristine model, lower is better; shape (N,).
+
+    As IQA-PyTorch's default ``niqe``: luminance (``color_space='yiq'``: 0.299 R + 0.587 G + 0.114 B;
+    ``'gray'``: MATLAB ``rgb2gray``, as the original MATLAB release is run; ``'ycbcr'``: BT.601 Y, as
+    BasicSR) rounded to 8 bits, cropped to whole 96x96 blocks, features on two scales
+    (the second after MATLAB bicubic ``imresize`` by 1/2), then the Mahalanobis-like distance between
+    the fitted Gaussian and the pristine one. Images must hold at least two 96x96 blocks (after the crop).
+    ``params``: the tensors of ``weights.load('niqe')``, loaded from the cache when None.
+    """
+    from instantsr.degrade import imresize
+
+    if x.ndim != 4:
+        raise ValueError(f"expected NCHW tensors, got {tuple(x.shape)}")
+    params = weights.load("niqe") if params is None else params
+    dev = x.device
+    mu_p = params["mu_pris_param"].to(dev, torch.float64).view(-1)
+    cov_p = params["cov_pris_param"].to(dev, torch.float64)
+    window = params["gaussian_window"].to(dev, torch.float64)
+
+    img = (_niqe_y(x.detach().double(), color_space) * 255.0).round()
+    img = _crop(img, crop_border)
+    h, w = img.shape[-2:]
+    nh, nw = h // _NIQE_BLOCK, w // _NIQE_BLOCK
+    if nh * nw < 2:
+        raise ValueError(f"NIQE needs at least two {_NIQE_BLOCK}x{_NIQE_BLOCK} blocks, got a {h}x{w} image")
+    img = img[..., : nh * _NIQE_BLOCK, : nw * _NIQE_BLOCK]
+
+    table = _gamma_table(img)
+    feats = []
+    for scale in (1, 2):
+        b = _NIQE_BLOCK // scale
+        blocks = _blocks(_mscn(img, window), b, b)  # (N, K, b, b)
+        n, k = blocks.shape[:2]
+        feats.append(_niqe_features(blocks.reshape(n * k, b, b), table).view(n, k, -1))
+        if scale == 1:
+            img = imresize(img / 255.0, scale=0.5, antialias=True) * 255.0
+    feats = torch.cat(feats, -1)  # (N, K, 36)
+
+    scores = []
+    for f in feats:
+        mu_d = torch.nanmean(f, 0)
+        rows = f[~torch.isnan(f).any(1)]
+        cov_d = torch.cov(rows.T)
+        diff = (mu_p - mu_d)[None]
+        scores.append(torch.sqrt(diff @ torch.linalg.pinv((cov_p + cov_d) / 2) @ diff.T).view(()))
+    return torch.stack(scores)
+
+
+# ------------------------------------------------------------------------------------------------------ #
+# A suite of metrics by name
+# ------------------------------------------------------------------------------------------------------ #
+
+
+class MetricSuite:
+    """Scores batches with the metrics ``names``, building the networks once.
+
+    ``suite(sr, hr)`` -> {name: tensor (N,)} on the CPU in float64; ``hr`` may be None when only
+    no-reference metrics are asked for. ``crop_border``/``y_channel`` apply to PSNR and SSIM
+    (``crop_border`` to NIQE too).
+    """
+
+    KNOWN = FULL_REFERENCE + NO_REFERENCE
+
+    def __init__(self, names: Iterable[str], device: str | torch.device = "cpu", crop_border: int = 0,
+                 y_channel: bool = True):
+        self.names = tuple(names)
+        unknown = [n for n in self.names if n not in self.KNOWN]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(self.KNOWN)}")
+        self.device = torch.device(device)
+        self.crop_border = crop_border
+        self.y_channel = y_channel
+        self._nets: dict[str, nn.Module] = {}
+        if "lpips" in self.names:
+            self._nets["lpips"] = LPIPS("alex").to(self.device)
+        if "dists" in self.names:
+            self._nets["dists"] = DISTS().to(self.device)
+        self._niqe_params = weights.load("niqe") if "niqe" in self.names else None
+
+    @property
+    def needs_reference(self) -> bool:
+        return any(n in FULL_REFERENCE for n in self.names)
+
+    @torch.no_grad()
+    def __call__(self, sr: torch.Tensor, hr: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if hr is None and self.needs_reference:
+            raise ValueError(f"metrics {[n for n in self.names if n in FULL_REFERENCE]} need reference images")
+        sr = sr.to(self.device, torch.float32)
+        hr = hr.to(self.device, torch.float32) if hr is not None else None
+        out = {}
+        for name in self.names:
+            if name == "psnr":
+                v = psnr(sr, hr, self.y_channel, self.crop_border)
+            elif name == "ssim":
+                v = ssim(sr, hr, self.y_channel, self.crop_border)
+            elif name in ("lpips", "dists"):
+                v = self._nets[name](sr, hr)
+            else:  # niqe
+                v = niqe(sr, self.crop_border, params=self._niqe_params)
+            out[name] = v.detach().double().cpu()
+        return out
+
+
+def pyiqa_metric(name: str, **kwargs):
+    """An IQA-PyTorch metric by name (``pyiqa.create_metric``), for metrics not built in here.
+
+    Needs the optional extra: ``pip install instantsr[extra-metrics]``. Note pyiqa downloads its
+    own weights on first use.
+    """
+    try:
+        import pyiqa
+    except ImportError as e:
+        raise ImportError(f"pyiqa_metric({name!r}) needs pyiqa: pip install instantsr[extra-metrics]") from e
+    return pyiqa.create_metric(name, **kwargs)

@@ -1,0 +1,91 @@
+"""A compact conditional UNet for our own models: diffusers `UNet2DModel` over the latent with the LR image
+concatenated as extra input channels (as ResShift's backbone sees it).
+
+The backbone takes the already-scaled x_t; the wrapper that scales inputs lives with the diffusion
+(`instantsr.diffusion.resshift.ResShiftDenoiser`), following k-diffusion's split.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch.nn import functional as F
+
+# Width presets: tiny is for tests (seconds on CPU); small is the shipped default; base/large for GPUs.
+UNET_PRESETS: dict[str, dict] = {
+    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, attention_levels=(False, False), norm_num_groups=8),
+    "small": dict(block_out_channels=(32, 64, 128), layers_per_block=1, attention_levels=(False, False, False)),
+    "base": dict(block_out_channels=(64, 128, 256), layers_per_block=2, attention_levels=(False, False, True)),
+    "large": dict(block_out_channels=(128, 256, 256, 512), layers_per_block=2,
+                  attention_levels=(False, False, True, True)),
+}
+
+
+class ConditionalUNet(ModelMixin, ConfigMixin):
+    """UNet2DModel on concat(x_t, LR image at latent resolution [, extra channels]) -> latent."""
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_channels: int = 48,  # channels of x_t and of the prediction
+        cond_channels: int = 3,  # LR image channels concatenated to the input
+        extra_channels: int = 0,  # further inputs (RSD's noise channel), zero-initialised
+        block_out_channels: tuple[int, ...] = (32, 64, 128),
+        layers_per_block: int = 1,
+        attention_levels: tuple[bool, ...] = (False, False, False),
+        norm_num_groups: int = 32,
+    ):
+        super().__init__()
+        down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention_levels)
+        up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention_levels))
+        self.unet = UNet2DModel(
+            in_channels=latent_channels + cond_channels + extra_channels,
+            out_channels=latent_channels,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            down_block_types=down,
+            up_block_types=up,
+            norm_num_groups=norm_num_groups,
+            attention_head_dim=32,
+        )
+        if extra_channels:
+            with torch.no_grad():  # new inputs start with no effect, so a teacher's weights carry over exactly
+                self.unet.conv_in.weight[:, -extra_channels:].zero_()
+
+    @classmethod
+    def from_preset(cls, preset: str, **kwargs) -> "ConditionalUNet":
+        if preset not in UNET_PRESETS:
+            raise ValueError(f"unknown UNet preset {preset!r}; choose from {', '.join(UNET_PRESETS)}")
+        return cls(**{**UNET_PRESETS[preset], **kwargs})
+
+    @property
+    def multiple(self) -> int:
+        """Latent sizes must be a multiple of this."""
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    def forward(self, x: torch.Tensor, t_index: torch.Tensor, lq: torch.Tensor,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
+        if lq.shape[-2:] != x.shape[-2:]:
+            # The LR image meets the latent at the latent's resolution (e.g. a KL-f8 latent at x4).
+            lq = F.interpolate(lq, size=x.shape[-2:], mode="bicubic", align_corners=False)
+        parts = [x, lq.to(x.dtype)]
+        if self.config.extra_channels:
+            if extra is None:
+                extra = x.new_zeros(x.shape[0], self.config.extra_channels, *x.shape[-2:])
+            parts.append(extra.to(x.dtype))
+        t = t_index.expand(x.shape[0]) if t_index.ndim == 0 else t_index
+        return self.unet(torch.cat(parts, 1), t).sample
+
+
+def adapt_extra_channels(model: ConditionalUNet, extra_channels: int) -> ConditionalUNet:
+    """A copy of `model` with `extra_channels` more (zero-initialised) inputs; same outputs as `model`."""
+    cfg = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    new = ConditionalUNet(**{**cfg, "extra_channels": extra_channels})
+    state = model.state_dict()
+    w = state["unet.conv_in.weight"]
+    pad = w.new_zeros(w.shape[0], extra_channels - cfg["extra_channels"], *w.shape[2:])
+    state["unet.conv_in.weight"] = torch.cat([w, pad], 1)
+    new.load_state_dict(state)
+    return new.to(device=model.device, dtype=model.dtype)
