@@ -56,8 +56,8 @@ def cmd_weights(args) -> None:
 
     if args.action == "fetch":
         weights.fetch(args.names or None)
-    for name, present in weights.weights_status().items():
-        print(f"{name:24s} {'present' if present else 'missing'}")
+    for row in weights.weights_status():
+        print(f"{row['name']:20s} {'present' if row['present'] else 'missing':8s} {row['description']}")
     print(f"cache: {weights.cache_dir()}")
 
 
@@ -142,7 +142,7 @@ def cmd_upscale(args) -> None:
         raise ValueError(f"model {upscaler.name} upscales x{upscaler.scale}; -s {args.scale} is not supported by it")
     counts = upscale_paths(upscaler, inputs, args.output, suffix=args.suffix, ext=args.ext, overwrite=args.overwrite,
                            steps=args.steps, seed=args.seed, tile=args.tile, tile_overlap=args.tile_overlap,
-                           color_fix=args.color_fix, batch_size=args.batch_size)
+                           color_fix=args.color_fix, batch_size=args.batch_size, sampler=args.sampler)
     if counts.failed:
         raise SystemExit(1)
 
@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("-m", "--model", help="model folder (default: the model shipped with instantsr)")
     u.add_argument("-s", "--scale", type=int, help="upscaling factor; must be the model's (default: the model's)")
     u.add_argument("--steps", type=int, help="sampling steps (default: the model's; 1 for one-step models)")
+    u.add_argument("--sampler", choices=["deterministic", "stochastic"],
+                   help="for multi-step teachers: SinSR's deterministic ODE or ResShift's stochastic sampler "
+                        "(default: the model's)")
     u.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same output")
     u.add_argument("--tile", type=int, help="tile size in LR pixels for large images (default: no tiling)")
     u.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in LR pixels (at most tile/2)")

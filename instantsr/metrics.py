@@ -8,7 +8,7 @@ Nothing is quantised here: to score 8-bit results, round them first (``instantsr
   valid filtering, values on the 0..255 scale). PSNR of identical images is ``inf`` (as BasicSR).
 - :class:`LPIPS` (AlexNet by default, v0.1 linear layers) and :class:`DISTS` (VGG16 with L2 pooling):
   the official formulas in plain torch; frozen weights, differentiable in the inputs (usable as losses).
-- :func:`niqe`: NIQE with the MATLAB pristine parameters, as IQA-PyTorch computes it.
+- :func:`niqe`: NIQE with the MATLAB pristine parameters, as the original MATLAB release computes it.
 - :class:`MetricSuite` builds the networks once and scores batches by name.
 
 Pretrained weights come from :mod:`instantsr.weights` (``instantsr weights fetch``).
@@ -339,13 +339,17 @@ def _niqe_features(blocks: torch.Tensor, table) -> torch.Tensor:
 
 
 def _mscn(img: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    # (img - mu) / (sigma + 1) with a 7x7 Gaussian, replicate borders ('nearest'), as MATLAB NIQE.
+    # (img - mu) / (sigma + 1) with a 7x7 Gaussian, replicate borders, as MATLAB computequality.m.
     k = window.shape[-1] // 2
     pad = F.pad(img, (k, k, k, k), mode="replicate")
     w = window.to(img)[None, None]
     mu = F.conv2d(pad, w)
     var = F.conv2d(pad * pad, w) - mu**2
-    return (img - mu) / (var.abs().sqrt() + 1)
+    # In a flat neighbourhood img - mu is exactly 0, but filtering leaves rounding noise (< 1e-12 on the
+    # 0..255 scale; real values are > 1e-9) whose signs would decide the AGGD fits of flat blocks (the
+    # left/right split) and so depend on the summation order. Keep the exact zeros.
+    diff = img - mu
+    return diff.masked_fill(diff.abs() < 1e-10, 0.0) / (var.abs().sqrt() + 1)
 
 
 def _blocks(img: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
@@ -356,31 +360,37 @@ def _blocks(img: torch.Tensor, bh: int, bw: int) -> torch.Tensor:
 
 
 _LUMA = {
-    "yiq": (0.299, 0.587, 0.114),  # IQA-PyTorch's default
     "gray": (0.298936021293775, 0.587043074451121, 0.114020904255103),  # MATLAB rgb2gray
+    "yiq": (0.299, 0.587, 0.114),  # IQA-PyTorch's default
 }
 
 
-def _niqe_y(x: torch.Tensor, color_space: str) -> torch.Tensor:
-    if x.shape[1] == 1:
-        return x
-    if x.shape[1] != 3:
+def _niqe_gray(x: torch.Tensor, color_space: str) -> torch.Tensor:
+    # 8-bit luminance on the 0..255 scale, as MATLAB computes it from the uint8 image imread gives.
+    if x.shape[1] not in (1, 3):
         raise ValueError(f"NIQE expects RGB or gray images, got {x.shape[1]} channels")
-    if color_space == "ycbcr":
-        return rgb_to_y(x)
-    if color_space not in _LUMA:
-        raise ValueError(f"color_space must be one of {', '.join(_LUMA)} or 'ycbcr', got {color_space!r}")
-    return (x * x.new_tensor(_LUMA[color_space]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    x = (x.clamp(0, 1) * 255.0).round()
+    if x.shape[1] == 3:
+        if color_space == "ycbcr":
+            x = rgb_to_y(x / 255.0) * 255.0
+        elif color_space in _LUMA:
+            x = (x * x.new_tensor(_LUMA[color_space]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        else:
+            raise ValueError(f"color_space must be one of {', '.join(_LUMA)} or 'ycbcr', got {color_space!r}")
+    return torch.floor(x + 0.5)  # MATLAB round (half away from zero) back to uint8
 
 
-def niqe(x: torch.Tensor, crop_border: int = 0, color_space: str = "yiq", params: dict | None = None) -> torch.Tensor:
+def niqe(x: torch.Tensor, crop_border: int = 0, color_space: str = "gray", params: dict | None = None) -> torch.Tensor:
     """NIQE (Mittal et al. 2013) with the MATLAB pristine model, lower is better; shape (N,).
 
-    As IQA-PyTorch's default ``niqe``: luminance (``color_space='yiq'``: 0.299 R + 0.587 G + 0.114 B;
-    ``'gray'``: MATLAB ``rgb2gray``, as the original MATLAB release is run; ``'ycbcr'``: BT.601 Y, as
-    BasicSR) rounded to 8 bits, cropped to whole 96x96 blocks, features on two scales
-    (the second after MATLAB bicubic ``imresize`` by 1/2), then the Mahalanobis-like distance between
-    the fitted Gaussian and the pristine one. Images must hold at least two 96x96 blocks (after the crop).
+    Follows the original MATLAB release (niqe_release: computequality.m, computefeature.m,
+    estimateaggdparam.m) run on ``rgb2gray`` of the 8-bit image, which is what IQA-PyTorch's
+    ResultsCalibra lists as ``niqe`` (its ResultsCalibra.md, note 11). Luminance: ``color_space='gray'``
+    (MATLAB ``rgb2gray``), ``'yiq'`` (0.299 R + 0.587 G + 0.114 B, IQA-PyTorch's default) or ``'ycbcr'``
+    (BT.601 Y, as BasicSR), computed from the RGB rounded to 8 bits and rounded again; cropped to whole
+    96x96 blocks; features on two scales (the second after MATLAB bicubic ``imresize`` by 1/2); then the
+    Mahalanobis-like distance between the fitted Gaussian and the pristine one. Images must hold at
+    least two 96x96 blocks (after the crop).
     ``params``: the tensors of ``weights.load('niqe')``, loaded from the cache when None.
     """
     from instantsr.degrade import imresize
@@ -393,7 +403,7 @@ def niqe(x: torch.Tensor, crop_border: int = 0, color_space: str = "yiq", params
     cov_p = params["cov_pris_param"].to(dev, torch.float64)
     window = params["gaussian_window"].to(dev, torch.float64)
 
-    img = (_niqe_y(x.detach().double(), color_space) * 255.0).round()
+    img = _niqe_gray(x.detach().double(), color_space)
     img = _crop(img, crop_border)
     h, w = img.shape[-2:]
     nh, nw = h // _NIQE_BLOCK, w // _NIQE_BLOCK

@@ -25,6 +25,7 @@ from .diffusion.resshift import ResShiftDenoiser, ResShiftSchedule, sample_deter
 from .nets.unet import ConditionalUNet
 
 BACKBONES: dict[str, type[nn.Module]] = {"ConditionalUNet": ConditionalUNet}
+SAMPLERS = {"deterministic": sample_deterministic, "stochastic": sample_resshift}  # SinSR's ODE, ResShift's own
 
 
 class ModelFolderError(ValueError):
@@ -36,10 +37,19 @@ def bicubic_upsample(lq: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(lq, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
-def encode_condition(codec: nn.Module, lq: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, cond) for LR images in [0, 1]: the latent of the bicubic-upsampled LR, and the LR in [-1, 1]."""
+def encode_condition(codec: nn.Module, lq: torch.Tensor, scale: int, noise_channels: int = 0,
+                     generator: torch.Generator | None = None, encode=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, cond) for LR images in [0, 1]: the latent of the bicubic-upsampled LR, and the LR in [-1, 1]
+    (followed by `noise_channels` of standard noise: the eps input of RSD's generator).
+
+    `encode` replaces `codec.encode` (the pipeline passes a tiled one for large images)."""
     lq = lq * 2 - 1
-    return codec.encode(bicubic_upsample(lq, scale)), lq
+    y = (encode or codec.encode)(bicubic_upsample(lq, scale))
+    if noise_channels:
+        eps = torch.randn((lq.shape[0], noise_channels, *lq.shape[-2:]), generator=generator, device=lq.device,
+                          dtype=lq.dtype)
+        lq = torch.cat([lq, eps], 1)
+    return y, lq
 
 
 def _load_component(cls, folder: Path) -> nn.Module:
@@ -67,15 +77,23 @@ class SRModel(nn.Module):
         m = getattr(self.backbone, "multiple", 1) * self.codec.scale_factor
         return max(1, m // self.scale)
 
+    @property
+    def noise_channels(self) -> int:
+        """Extra noise inputs of the backbone (RSD's generator has one; teachers and SinSR none)."""
+        return getattr(self.backbone.config, "extra_channels", 0) if hasattr(self.backbone, "config") else 0
+
+    def condition(self, lq: torch.Tensor, generator: torch.Generator | None = None, encode=None):
+        """(y, cond) of an LR batch in [0, 1]; see `encode_condition`."""
+        return encode_condition(self.codec, lq, self.scale, self.noise_channels, generator, encode)
+
     @torch.no_grad()
     def restore(self, lq: torch.Tensor, steps: int | None = None, sampler: str | None = None,
                 generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
         """LR batch (N,3,h,w) in [0, 1] -> SR batch (N,3,h*scale,w*scale) in [0, 1]."""
         steps = steps or self.steps
         sampler = sampler or self.sampler
-        y, cond = encode_condition(self.codec, lq, self.scale)
-        sample = sample_deterministic if sampler == "deterministic" else sample_resshift
-        x0 = sample(self.denoiser, y, self.schedule, noise=noise, generator=generator, steps=steps, cond=cond)
+        y, cond = self.condition(lq, generator)
+        x0 = SAMPLERS[sampler](self.denoiser, y, self.schedule, noise=noise, generator=generator, steps=steps, cond=cond)
         return ((self.codec.decode(x0) + 1) / 2).clamp_(0, 1)
 
     # ---- folder I/O -----------------------------------------------------------------------------------

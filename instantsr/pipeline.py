@@ -26,9 +26,8 @@ from PIL import Image
 from torch.nn import functional as F
 
 from .codecs import PixelUnshuffleCodec
-from .diffusion.resshift import sample_deterministic, sample_resshift
 from .io import LoadedImage, read_image, save_image, to_array
-from .model import ModelFolderError, SRModel, bicubic_upsample
+from .model import SAMPLERS, ModelFolderError, SRModel, bicubic_upsample
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -430,13 +429,16 @@ class Upscaler:
         """SRModel.restore with padding, seeded per-image noise, tiled denoising and tiled codec."""
         model, dtype, device = self.model, self.dtype, self.device
         h, w = lq.shape[-2:]
-        lq = pad_to_multiple(lq.to(device, torch.float32), model.multiple) * 2 - 1
-        up = bicubic_upsample(lq, model.scale).to(dtype)
+        lq = pad_to_multiple(lq.to(device, torch.float32), model.multiple)
         f = model.codec.scale_factor
-        y = self._codec(model.codec.encode, up, (up.shape[-2] // f, up.shape[-1] // f))
-        cond = lq.to(dtype)
-        noise = self._noise(y, seed)
         generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
+
+        def encode(up):  # bicubic in fp32 (not every device has it in half precision), the codec in `dtype`
+            return self._codec(model.codec.encode, up.to(dtype), (up.shape[-2] // f, up.shape[-1] // f))
+
+        y, cond = model.condition(lq, generator, encode)
+        cond = cond.to(dtype)
+        noise = self._noise(y, seed)
         denoiser, bar = model.denoiser, None
         if tile is not None:
             latent_per_lr = Fraction(model.scale, model.codec.scale_factor)
@@ -450,9 +452,8 @@ class Upscaler:
                 n_steps = len(model.schedule.respaced(steps or model.steps).timesteps)
                 bar = tqdm(total=n_tiles * n_steps, unit="tile", desc="denoising", leave=False)
                 denoiser.on_batch = bar.update
-        sample = sample_deterministic if sampler == "deterministic" else sample_resshift
         try:
-            x0 = sample(denoiser, y, model.schedule, noise=noise, generator=generator, steps=steps or model.steps,
+            x0 = SAMPLERS[sampler](denoiser, y, model.schedule, noise=noise, generator=generator, steps=steps or model.steps,
                         cond=cond)
         finally:
             if bar is not None:

@@ -154,7 +154,9 @@ def test_extra_input_channels_start_with_no_effect():
     wider = adapt_extra_channels(net, 1).eval()
     x, lq, t = torch.randn(1, 48, 8, 8), torch.randn(1, 3, 8, 8), torch.tensor([3])
     with torch.no_grad():
-        torch.testing.assert_close(wider(x, t, lq, extra=torch.randn(1, 1, 8, 8)), net(x, t, lq))
+        torch.testing.assert_close(wider(x, t, torch.cat([lq, torch.randn(1, 1, 8, 8)], 1)), net(x, t, lq))
+        torch.testing.assert_close(wider(x, t, lq), net(x, t, lq))  # extra channels default to zeros
+        assert net.encoder_features(x, t, lq).shape == (1, 32, 4, 4)
 
 
 def test_model_folder_round_trip_and_clear_errors(tmp_path):

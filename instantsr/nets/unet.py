@@ -31,7 +31,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         self,
         latent_channels: int = 48,  # channels of x_t and of the prediction
         cond_channels: int = 3,  # LR image channels concatenated to the input
-        extra_channels: int = 0,  # further inputs (RSD's noise channel), zero-initialised
+        extra_channels: int = 0,  # further condition inputs after the LR image (RSD's noise), zero-initialised
         block_out_channels: tuple[int, ...] = (32, 64, 128),
         layers_per_block: int = 1,
         attention_levels: tuple[bool, ...] = (False, False, False),
@@ -65,18 +65,30 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         """Latent sizes must be a multiple of this."""
         return 2 ** (len(self.config.block_out_channels) - 1)
 
-    def forward(self, x: torch.Tensor, t_index: torch.Tensor, lq: torch.Tensor,
-                extra: torch.Tensor | None = None) -> torch.Tensor:
+    def _input(self, x: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        """concat(x, condition); the condition is the LR image, optionally followed by the extra channels
+        (zeros when the caller gives only the LR image)."""
         if lq.shape[-2:] != x.shape[-2:]:
             # The LR image meets the latent at the latent's resolution (e.g. a KL-f8 latent at x4).
             lq = F.interpolate(lq, size=x.shape[-2:], mode="bicubic", align_corners=False)
-        parts = [x, lq.to(x.dtype)]
-        if self.config.extra_channels:
-            if extra is None:
-                extra = x.new_zeros(x.shape[0], self.config.extra_channels, *x.shape[-2:])
-            parts.append(extra.to(x.dtype))
+        missing = self.config.cond_channels + self.config.extra_channels - lq.shape[1]
+        if missing > 0:
+            lq = torch.cat([lq, lq.new_zeros(lq.shape[0], missing, *lq.shape[-2:])], 1)
+        return torch.cat([x, lq.to(x.dtype)], 1)
+
+    def forward(self, x: torch.Tensor, t_index: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         t = t_index.expand(x.shape[0]) if t_index.ndim == 0 else t_index
-        return self.unet(torch.cat(parts, 1), t).sample
+        return self.unet(self._input(x, lq), t).sample
+
+    def encoder_features(self, x: torch.Tensor, t_index: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        """The output of the down and middle blocks: the features a discriminator head reads (RSD, DMD2)."""
+        unet = self.unet
+        t = t_index.expand(x.shape[0]) if t_index.ndim == 0 else t_index
+        emb = unet.time_embedding(unet.time_proj(t).to(dtype=x.dtype))
+        h = unet.conv_in(self._input(x, lq))
+        for block in unet.down_blocks:
+            h, _ = block(hidden_states=h, temb=emb)
+        return unet.mid_block(h, emb)
 
 
 def adapt_extra_channels(model: ConditionalUNet, extra_channels: int) -> ConditionalUNet:
