@@ -80,6 +80,12 @@ def build_recipe(method: str, method_config):
         if not method_config.teacher:
             raise ValueError("SinSR needs a teacher: --teacher RUN_DIR (a run of `instantsr train resshift`)")
         return SinSRRecipe(method_config)
+    if method == "rsd":
+        from .methods.rsd import RSDRecipe
+
+        if not method_config.teacher:
+            raise ValueError("RSD needs a teacher: --teacher RUN_DIR (a run of `instantsr train resshift`)")
+        return RSDRecipe(method_config)
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -92,6 +98,10 @@ def method_config_class(method: str):
         from .methods.sinsr import SinSRConfig
 
         return SinSRConfig
+    if method == "rsd":
+        from .methods.rsd import RSDConfig
+
+        return RSDConfig
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -183,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (resshift teacher, ...)",
                        description="Train with the one instantsr loop; re-running the same command resumes.")
-    t.add_argument("method", choices=["resshift", "sinsr"], help="what to train")
-    t.add_argument("--teacher", help="teacher run folder (for sinsr)")
+    t.add_argument("method", choices=["resshift", "sinsr", "rsd"], help="what to train")
+    t.add_argument("--teacher", help="teacher run folder (for sinsr and rsd)")
     t.add_argument("--data", help="folder of HR training images (searched recursively)")
     t.add_argument("--out", required=True, help="run folder (config, checkpoints, exported model)")
     t.add_argument("--config", help="TOML/JSON config with [train] and [<method>] sections")

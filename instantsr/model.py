@@ -64,12 +64,13 @@ class SRModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, codec: nn.Module, schedule: ResShiftSchedule, scale: int = 4,
                  method: str = "resshift", steps: int = 15, sampler: str = "deterministic",
-                 extra: dict | None = None):
+                 sigma_data: float | None = None, extra: dict | None = None):
         super().__init__()
         self.backbone, self.codec, self.schedule = backbone, codec, schedule
         self.scale, self.method, self.steps, self.sampler = scale, method, steps, sampler
         self.extra = dict(extra or {})  # method-specific facts kept in model_index.json (e.g. RSD noise input)
-        self.denoiser = ResShiftDenoiser(backbone, schedule)
+        self.sigma_data = sigma_data  # None: the backbone predicts x0 (paper); else EDM skip preconditioning
+        self.denoiser = ResShiftDenoiser(backbone, schedule, sigma_data)
 
     @property
     def multiple(self) -> int:
@@ -93,7 +94,8 @@ class SRModel(nn.Module):
         steps = steps or self.steps
         sampler = sampler or self.sampler
         y, cond = self.condition(lq, generator)
-        x0 = SAMPLERS[sampler](self.denoiser, y, self.schedule, noise=noise, generator=generator, steps=steps, cond=cond)
+        x0 = SAMPLERS[sampler](self.denoiser, y, self.schedule, noise=noise, generator=generator, steps=steps,
+                               cond=(cond, y))
         return ((self.codec.decode(x0) + 1) / 2).clamp_(0, 1)
 
     # ---- folder I/O -----------------------------------------------------------------------------------
@@ -108,6 +110,7 @@ class SRModel(nn.Module):
             "scale": self.scale,
             "steps": self.steps,
             "sampler": self.sampler,
+            "sigma_data": self.sigma_data,
             "schedule": {k: v for k, v in asdict(self.schedule).items() if k != "timesteps"},
             "backbone": type(self.backbone).__name__,
             "codec": type(self.codec).__name__,
@@ -136,5 +139,5 @@ class SRModel(nn.Module):
             raise ModelFolderError(f"{folder}: cannot load the model ({first})") from None
         model = cls(backbone, codec, ResShiftSchedule(**index["schedule"]), scale=index["scale"],
                     method=index["method"], steps=index["steps"], sampler=index.get("sampler", "deterministic"),
-                    extra=index.get("extra"))
+                    sigma_data=index.get("sigma_data"), extra=index.get("extra"))
         return model.to(device=device, dtype=dtype).eval()

@@ -190,18 +190,24 @@ class TiledDenoiser:
         self.denoiser, self.tile, self.overlap = denoiser, tile, overlap
         self.batch_size, self.align, self.on_batch = batch_size, align, on_batch
 
-    def num_tiles(self, x_t: torch.Tensor, cond: torch.Tensor | None = None) -> int:
+    @staticmethod
+    def _conds(cond) -> list[torch.Tensor]:
+        return [] if cond is None else list(cond) if isinstance(cond, tuple) else [cond]
+
+    def num_tiles(self, x_t: torch.Tensor, cond=None) -> int:
         """How many tiles one call runs."""
-        inputs = [x_t] + ([cond] if cond is not None else [])
+        inputs = [x_t] + self._conds(cond)
         spans_h, spans_w = grid_spans(inputs, x_t.shape[-2:], self.tile, self.overlap, self.align)
         return len(spans_h) * len(spans_w)
 
-    def __call__(self, x_t: torch.Tensor, t_index: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x_t: torch.Tensor, t_index: torch.Tensor, cond=None) -> torch.Tensor:
+        # cond: a tensor, a tuple of tensors (lq, y) or None; each is cropped at its own resolution
         t_index = torch.as_tensor(t_index, device=x_t.device).reshape(-1).expand(x_t.shape[0])
-        inputs = [x_t] + ([cond] if cond is not None else [])
+        inputs = [x_t] + self._conds(cond)
 
         def run(crops: list[torch.Tensor], n_tiles: int) -> torch.Tensor:
-            return self.denoiser(crops[0], t_index.repeat(n_tiles), crops[1] if cond is not None else None)
+            rest = tuple(crops[1:]) if isinstance(cond, tuple) else (crops[1] if cond is not None else None)
+            return self.denoiser(crops[0], t_index.repeat(n_tiles), rest)
 
         return blend_tiles(run, inputs, tuple(x_t.shape[-2:]), self.tile, self.overlap, self.align,
                            self.batch_size, self.on_batch)
@@ -437,7 +443,7 @@ class Upscaler:
             return self._codec(model.codec.encode, up.to(dtype), (up.shape[-2] // f, up.shape[-1] // f))
 
         y, cond = model.condition(lq, generator, encode)
-        cond = cond.to(dtype)
+        cond = (cond.to(dtype), y)
         noise = self._noise(y, seed)
         denoiser, bar = model.denoiser, None
         if tile is not None:

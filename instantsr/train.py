@@ -166,8 +166,10 @@ class Trainer:
         nets = self.recipe.networks()
         for net in nets.values():
             net.to(device).train()
-        optimizers = {n: torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr,
-                                           weight_decay=cfg.weight_decay) for n, net in nets.items()}
+        lr_scales = getattr(self.recipe, "learning_rate_scales", dict)()  # e.g. RSD's fake model
+        optimizers = {n: torch.optim.AdamW([p for p in net.parameters() if p.requires_grad],
+                                           lr=cfg.lr * lr_scales.get(n, 1.0), weight_decay=cfg.weight_decay)
+                      for n, net in nets.items()}
         warm = max(1, cfg.warmup_steps)
         schedulers = {n: torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / warm))
                       for n, o in optimizers.items()}

@@ -324,3 +324,19 @@ def test_progress_bar_runs():
     out = sample_deterministic(_exact(x0), y, SCHEDULE, generator=_gen(0), steps=4, progress=True)
     assert torch.equal(out, x0)
     invert_deterministic(_exact(x0), x0, y, SCHEDULE, steps=4, progress=True)
+
+
+def test_residual_preconditioning_gives_y_at_T_and_x_t_at_1_for_a_zero_net():
+    from instantsr.diffusion.resshift import ResShiftDenoiser, skip_scalings
+
+    sched = ResShiftSchedule()
+    zero = ResShiftDenoiser(lambda x, t, lq: torch.zeros_like(x), sched, sigma_data=0.25)
+    x_t, y = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    top, bottom = torch.full((2,), 14), torch.zeros(2, dtype=torch.long)
+    torch.testing.assert_close(zero(x_t, top, (None, y)), y, atol=0.01, rtol=0)  # c_skip(T) ~ 0
+    torch.testing.assert_close(zero(x_t, bottom, (None, y)), x_t, atol=0.1, rtol=0.1)  # c_skip(1) ~ 1
+    c_skip, c_out = skip_scalings(torch.arange(15), sched, 0.25, torch.zeros(15, 1))
+    assert (c_skip.diff(dim=0) < 0).all() and (c_out.diff(dim=0) > 0).all()
+    assert float(c_out[-1]) == pytest.approx(0.25, rel=0.01)  # at T the residual's std is all unknown
+    with pytest.raises(ValueError, match="needs cond"):
+        zero(x_t, top, None)

@@ -193,16 +193,43 @@ def invert_step(x_prev, x0_hat, y, t_index, schedule: ResShiftSchedule):
 # The model wrapper that owns input scaling
 
 
-class ResShiftDenoiser(nn.Module):
-    """Wraps a backbone net(scaled_x_t, t_index, lq) -> x0_hat into denoiser(x_t, t_index, cond)."""
+def skip_scalings(t_index, schedule: ResShiftSchedule, sigma_data: float, like: torch.Tensor):
+    """(c_skip, c_out): E[x0 | x_t, y] = y + c_skip (x_t - y) and the std around it, for x0 ~ N(y, sigma_data^2).
 
-    def __init__(self, backbone: nn.Module, schedule: ResShiftSchedule):
+    With x_t - y = (1 - eta_t)(x0 - y) + kappa sqrt(eta_t) eps, the linear estimate of the residual x0 - y
+    gives c_skip = (1 - eta) s^2 / ((1 - eta)^2 s^2 + kappa^2 eta) and c_out^2 = s^2 kappa^2 eta / (same)."""
+    eta = _at(schedule.etas, t_index, like)
+    noise_var, s2 = schedule.kappa**2 * eta, sigma_data**2
+    total = (1 - eta) ** 2 * s2 + noise_var
+    return (1 - eta) * s2 / total, (s2 * noise_var / total).sqrt()
+
+
+class ResShiftDenoiser(nn.Module):
+    """Wraps a backbone net(scaled_x_t, t_index, lq) -> x0_hat into denoiser(x_t, t_index, cond), cond = (lq, y).
+
+    sigma_data=None is the paper's parameterisation: the backbone's output IS x0_hat (official checkpoints).
+    With sigma_data (the std of the residual x0 - y), EDM-style preconditioning around y:
+    x0_hat = y + c_skip (x_t - y) + c_out net(...), so an untrained net already gives y (bicubic) at t=T and
+    x_t at t=1, and the net only learns the residual. Small models trained briefly on CPU otherwise fail to
+    learn these identities through the whole UNet. The input scaling x_t / sqrt(kappa^2 eta_t + 1) is
+    ResShift's in both cases. (Our deviation from ResShift; see README.)
+    """
+
+    def __init__(self, backbone: nn.Module, schedule: ResShiftSchedule, sigma_data: float | None = None):
         super().__init__()
         self.backbone = backbone
         self.schedule = schedule
+        self.sigma_data = sigma_data
 
     def forward(self, x_t, t_index, cond=None):
-        return self.backbone(scale_input(x_t, t_index, self.schedule), t_index, cond)
+        lq, y = cond if isinstance(cond, tuple) else (cond, None)
+        out = self.backbone(scale_input(x_t, t_index, self.schedule), t_index, lq)
+        if self.sigma_data is None:
+            return out
+        if y is None:
+            raise ValueError("a preconditioned denoiser needs cond=(lq, y)")
+        c_skip, c_out = skip_scalings(t_index, self.schedule, self.sigma_data, x_t)
+        return y + c_skip * (x_t - y) + c_out * out
 
 
 # --------------------------------------------------------------------------------------------

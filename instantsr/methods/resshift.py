@@ -26,6 +26,7 @@ class ResShiftConfig:
     p: float = 0.3
     min_noise_level: float = 0.04
     etas_end: float = 0.99
+    sigma_data: float = 0.25  # std of x0 - y for the residual preconditioning; 0 = the paper's plain x0
     sample_steps: int = 15  # default steps of the exported model
     sampler: str = "deterministic"  # deterministic (SinSR) | stochastic (ResShift)
 
@@ -53,6 +54,7 @@ class ResShiftRecipe:
         self.codec = build_codec(config.codec, config.scale).requires_grad_(False).eval()
         self.backbone = ConditionalUNet.from_preset(config.unet, latent_channels=self.codec.latent_channels)
         self.loss = ResShiftLoss(self.schedule)
+        self.sigma_data = config.sigma_data or None
         self._train_backbone = self.backbone
 
     def networks(self) -> dict:
@@ -66,12 +68,12 @@ class ResShiftRecipe:
         with torch.no_grad():
             x0 = self.codec.encode(hr * 2 - 1)
             y, cond = encode_condition(self.codec, lr, self.method_config.scale)
-        denoiser = ResShiftDenoiser(self._train_backbone, self.schedule)
-        loss = self.loss(denoiser, x0, y, cond, generator=ctx.generator).mean()
+        denoiser = ResShiftDenoiser(self._train_backbone, self.schedule, self.sigma_data)
+        loss = self.loss(denoiser, x0, y, (cond, y), generator=ctx.generator).mean()
         ctx.update("denoiser", loss)
         return {"loss": loss.detach()}
 
     def sr_model(self, backbone=None) -> SRModel:
         cfg = self.method_config
         return SRModel(backbone or self.backbone, self.codec, self.schedule, scale=cfg.scale, method="resshift",
-                       steps=cfg.sample_steps, sampler=cfg.sampler)
+                       steps=cfg.sample_steps, sampler=cfg.sampler, sigma_data=self.sigma_data)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from ..diffusion.resshift import ResShiftDenoiser, prior_sample, sample_deterministic
+from ..diffusion.resshift import ResShiftDenoiser, prior_sample, sample_deterministic, scale_input
 from ..model import SRModel, encode_condition
 
 
@@ -54,28 +54,40 @@ class SinSRRecipe:
         teacher, T = self.teacher.to(hr.device), self.schedule.T
         with torch.no_grad():
             x0 = teacher.codec.encode(hr * 2 - 1)
-            y, cond = encode_condition(teacher.codec, lr, self.scale)
+            y, lq = encode_condition(teacher.codec, lr, self.scale)
+            cond = (lq, y)
             eps = torch.randn(y.shape, generator=ctx.generator, device=y.device, dtype=y.dtype)
             x_T = prior_sample(y, eps, self.schedule)
             # The teacher's whole trajectory in one batched no-grad call; 15 passes, no student graph.
             x0_teacher = sample_deterministic(teacher.denoiser, y, self.schedule, noise=eps, cond=cond,
                                               steps=self.method_config.teacher_steps)
-        student = ResShiftDenoiser(self._train_student, self.schedule)
+        student = ResShiftDenoiser(self._train_student, self.schedule, self.teacher.sigma_data)
         restore = torch.full((y.shape[0],), T - 1, dtype=torch.long, device=y.device)
         invert = torch.zeros_like(restore)
         cfg, losses = self.method_config, {}
         if cfg.distill:
             losses["distill"] = F.mse_loss(student(x_T, restore, cond), x0_teacher)
         if cfg.inverse:
-            losses["inverse"] = F.mse_loss(student(x0_teacher, invert, cond), x_T)
+            losses["inverse"] = F.mse_loss(self.invert(x0_teacher, invert, cond), x_T)
         if cfg.gt:
             with torch.no_grad():
-                x_T_gt = student(x0, invert, cond)
+                x_T_gt = self.invert(x0, invert, cond)
             losses["gt"] = F.mse_loss(student(x_T_gt, restore, cond), x0)
         loss = sum(losses.values())
         ctx.update("student", loss)
         return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
 
+    def invert(self, x0: torch.Tensor, index: torch.Tensor, cond) -> torch.Tensor:
+        """The student at index 0: x0 -> x_T (SinSR's inverse map)."""
+        if self.teacher.sigma_data is None:  # the paper: the same x0-predicting output, read as x_T
+            return ResShiftDenoiser(self._train_student, self.schedule)(x0, index, cond)
+        # With residual preconditioning the output at index 0 is pinned near x_t (c_skip ~ 1), so the inverse
+        # map is read from the raw backbone instead, as x_T = y + kappa sqrt(eta_T) * net: the net predicts
+        # the prior's noise. (Our deviation, needed by the preconditioning; see ResShiftDenoiser.)
+        lq, y = cond
+        raw = self._train_student(scale_input(x0, index, self.schedule), index, lq)
+        return y + self.schedule.kappa * float(self.schedule.sqrt_etas[-1]) * raw
+
     def sr_model(self, backbone=None) -> SRModel:
         return SRModel(backbone or self.student, self.teacher.codec, self.schedule, scale=self.scale,
-                       method="sinsr", steps=1, sampler="deterministic")
+                       method="sinsr", steps=1, sampler="deterministic", sigma_data=self.teacher.sigma_data)
