@@ -88,14 +88,19 @@ class SRModel(nn.Module):
         return encode_condition(self.codec, lq, self.scale, self.noise_channels, generator, encode)
 
     @torch.no_grad()
+    def sample(self, y: torch.Tensor, cond: torch.Tensor, steps: int | None = None, sampler: str | None = None,
+               generator: torch.Generator | None = None, noise: torch.Tensor | None = None, denoiser=None):
+        """x0 from the prior around y in `steps` network passes; `denoiser` replaces the model's own (the
+        pipeline passes a tiled one)."""
+        return SAMPLERS[sampler or self.sampler](denoiser or self.denoiser, y, self.schedule, noise=noise,
+                                                 generator=generator, steps=steps or self.steps, cond=(cond, y))
+
+    @torch.no_grad()
     def restore(self, lq: torch.Tensor, steps: int | None = None, sampler: str | None = None,
                 generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
         """LR batch (N,3,h,w) in [0, 1] -> SR batch (N,3,h*scale,w*scale) in [0, 1]."""
-        steps = steps or self.steps
-        sampler = sampler or self.sampler
         y, cond = self.condition(lq, generator)
-        x0 = SAMPLERS[sampler](self.denoiser, y, self.schedule, noise=noise, generator=generator, steps=steps,
-                               cond=(cond, y))
+        x0 = self.sample(y, cond, steps, sampler, generator, noise)
         return ((self.codec.decode(x0) + 1) / 2).clamp_(0, 1)
 
     # ---- folder I/O -----------------------------------------------------------------------------------

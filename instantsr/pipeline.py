@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from .codecs import PixelUnshuffleCodec
 from .io import LoadedImage, read_image, save_image, to_array
-from .model import SAMPLERS, ModelFolderError, SRModel, bicubic_upsample
+from .model import ModelFolderError, SRModel, bicubic_upsample
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -443,7 +443,7 @@ class Upscaler:
             return self._codec(model.codec.encode, up.to(dtype), (up.shape[-2] // f, up.shape[-1] // f))
 
         y, cond = model.condition(lq, generator, encode)
-        cond = (cond.to(dtype), y)
+        cond = cond.to(dtype)
         noise = self._noise(y, seed)
         denoiser, bar = model.denoiser, None
         if tile is not None:
@@ -451,7 +451,7 @@ class Upscaler:
             denoiser = TiledDenoiser(model.denoiser, max(1, math.floor(tile * latent_per_lr)),
                                      math.floor(tile_overlap * latent_per_lr), batch_size,
                                      align=getattr(model.backbone, "multiple", 1))
-            n_tiles = denoiser.num_tiles(y, cond)
+            n_tiles = denoiser.num_tiles(y, (cond, y))
             if progress and n_tiles > 1:
                 from tqdm.auto import tqdm
 
@@ -459,8 +459,7 @@ class Upscaler:
                 bar = tqdm(total=n_tiles * n_steps, unit="tile", desc="denoising", leave=False)
                 denoiser.on_batch = bar.update
         try:
-            x0 = SAMPLERS[sampler](denoiser, y, model.schedule, noise=noise, generator=generator, steps=steps or model.steps,
-                        cond=cond)
+            x0 = model.sample(y, cond, steps, sampler, generator, noise, denoiser)
         finally:
             if bar is not None:
                 bar.close()

@@ -104,9 +104,13 @@ class RSDRecipe:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return q_sample(x0, y, t, noise, self.schedule), t
 
+    def _denoiser(self, name: str) -> ResShiftDenoiser:
+        """The training copy of a network (DDP-wrapped when distributed), parameterised like the teacher."""
+        return ResShiftDenoiser(self._train[name], self.schedule, self.teacher.sigma_data)
+
     def generate(self, x_t, t, cond):
         """x0_hat = G(x_t, y, t, eps): the generator sees the LR image and its noise channel in `cond`."""
-        return ResShiftDenoiser(self._train["generator"], self.schedule, self.teacher.sigma_data)(x_t, t, cond)
+        return self._denoiser("generator")(x_t, t, cond)
 
     def distillation_loss(self, x0_hat, y, cond_lr, generator: torch.Generator | None):
         """sum_t w_t (||f*(x_t) - x0_hat||^2 - ||f_phi(x_t) - x0_hat||^2), per-sample normalised (w_t = 1)."""
@@ -114,7 +118,7 @@ class RSDRecipe:
         noise = torch.randn(x0_hat.shape, generator=generator, device=x0_hat.device, dtype=x0_hat.dtype)
         x_t = q_sample(x0_hat, y, t, noise, self.schedule)  # gradient flows through x0_hat, also via x_t
         teacher_x0 = self.teacher.denoiser(x_t, t, cond_lr)
-        fake_x0 = ResShiftDenoiser(self._train["fake"], self.schedule, self.teacher.sigma_data)(x_t, t, cond_lr)
+        fake_x0 = self._denoiser("fake")(x_t, t, cond_lr)
         # DMD-style normaliser: the detached mean |x0_teacher - x0_hat| per sample keeps the scale steady.
         norm = (teacher_x0 - x0_hat).abs().flatten(1).mean(1).detach().clamp_min(1e-4)
         gap = (teacher_x0 - x0_hat).pow(2).flatten(1).mean(1) - (fake_x0 - x0_hat).pow(2).flatten(1).mean(1)
@@ -124,7 +128,7 @@ class RSDRecipe:
         """f_phi fitted on generator outputs (ResShift x0 loss) + its head's GAN loss, real HR vs generated."""
         fake = self._train["fake"]
         x0_hat = x0_hat.detach()
-        fit = self.fake_loss(ResShiftDenoiser(fake, self.schedule, self.teacher.sigma_data), x0_hat, y, cond_lr, generator=generator).mean()
+        fit = self.fake_loss(self._denoiser("fake"), x0_hat, y, cond_lr, generator=generator).mean()
         if not self.method_config.gan_weight:
             return fit, {"fake_fit": fit.detach()}
         real, gen = self._disc_logits(fake, x0, y, cond_lr, generator), self._disc_logits(fake, x0_hat, y, cond_lr,
