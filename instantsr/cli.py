@@ -86,6 +86,10 @@ def build_recipe(method: str, method_config):
         if not method_config.teacher:
             raise ValueError("RSD needs a teacher: --teacher RUN_DIR (a run of `instantsr train resshift`)")
         return RSDRecipe(method_config)
+    if method == "autoencoder":
+        from .methods.autoencoder import AutoencoderRecipe
+
+        return AutoencoderRecipe(method_config)
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -102,6 +106,10 @@ def method_config_class(method: str):
         from .methods.rsd import RSDConfig
 
         return RSDConfig
+    if method == "autoencoder":
+        from .methods.autoencoder import AutoencoderConfig
+
+        return AutoencoderConfig
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -118,7 +126,7 @@ def cmd_train(args) -> None:
         "data": args.data, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
         "mixed_precision": args.mixed_precision, "seed": args.seed, "val_lr": args.val_lr,
         "val_hr": args.val_hr, "num_workers": args.num_workers, "checkpoint_every": args.checkpoint_every,
-        "validate_every": args.validate_every}.items() if v is not None}
+        "validate_every": args.validate_every, "time_limit_min": args.time_limit}.items() if v is not None}
     train_cfg = replace(train_cfg, **overrides)
     if args.teacher:
         method_cfg = replace(method_cfg, teacher=teacher_folder(args.teacher))
@@ -145,16 +153,87 @@ def cmd_upscale(args) -> None:
         inputs = [src]
     else:
         raise FileNotFoundError(f"{src}: no such file or folder")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # Under torchrun / accelerate launch (several processes): accelerate's PartialState gives each process its
+    # rank and device; each takes files[rank::world_size]. Alone: no process group at all.
+    state = _process_state(args.device) if launched_world_size() > 1 else None
+    if state is None:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    elif args.device is None or (args.device == "cuda" and state.device.type == "cuda"):
+        device = str(state.device)  # this process's own GPU (cuda:LOCAL_RANK), or cpu
+    else:
+        device = args.device
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
     upscaler = Upscaler.from_pretrained(args.model, device=device, dtype=dtype)
     if args.scale is not None and args.scale != upscaler.scale:
         raise ValueError(f"model {upscaler.name} upscales x{upscaler.scale}; -s {args.scale} is not supported by it")
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     counts = upscale_paths(upscaler, inputs, args.output, suffix=args.suffix, ext=args.ext, overwrite=args.overwrite,
+                           rank=rank, world_size=world, progress=state is None or state.is_local_main_process,
                            steps=args.steps, seed=args.seed, tile=args.tile, tile_overlap=args.tile_overlap,
                            color_fix=args.color_fix, batch_size=args.batch_size, sampler=args.sampler)
-    if counts.failed:
+    failed = counts.failed
+    if state is not None:
+        from accelerate.utils import reduce
+
+        sys.stdout.flush()
+        totals = reduce(torch.tensor(list(counts), dtype=torch.int64, device=state.device), reduction="sum")
+        done, skipped, failed = (int(v) for v in totals.cpu())
+        if state.is_main_process:
+            print(f"total: {done} upscaled, {skipped} skipped (exist), {failed} failed ({world} processes)",
+                  flush=True)
+        state.destroy_process_group()
+    if failed:  # on every process, so that the launcher reports the failure whichever process it was on
         raise SystemExit(1)
+
+
+def launched_world_size() -> int:
+    """How many processes a launcher (torchrun, accelerate launch, mpirun) started for this command; 1 alone."""
+    import os
+
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def _process_state(device: str | None):
+    """accelerate's PartialState for a multi-process launch: gloo on CPU, nccl (one GPU per process) on CUDA."""
+    import torch
+    from accelerate import PartialState
+
+    world = launched_world_size()
+    state = PartialState(cpu=(device or "").startswith("cpu") or not torch.cuda.is_available())
+    if state.num_processes != world:
+        raise RuntimeError(f"launched as {world} processes, but accelerate set up {state.num_processes} "
+                           f"({state.distributed_type}); pass --device cpu or a CUDA device")
+    return state
+
+
+# ---- bench ------------------------------------------------------------------------------------------------
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers, got {text!r}")
+    return values
+
+
+def cmd_bench(args) -> None:
+    from .bench import BenchConfig, run_bench
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    run_bench(BenchConfig(
+        models=args.model or [], baselines=args.baseline or [], lr=args.lr, hr=args.hr, output=args.output,
+        steps=args.steps, sizes=args.sizes, batches=args.batch, tile=args.tile or None,
+        tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, repeats=args.repeats, warmup=args.warmup,
+        budget_s=args.budget or None,
+        max_images=args.max_images, quality_tile=args.quality_tile, metrics=metrics,
+        strip_images=args.strip_images, crop=args.crop, device=args.device, dtype=args.dtype,
+        speed=not args.no_speed, quality=not args.no_quality, save_sr=args.save_sr, seed=args.seed))
+    print(f"wrote {args.output}/report.md, bench.csv, conditions.json and plots")
 
 
 # ---- parser -----------------------------------------------------------------------------------------------
@@ -193,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (resshift teacher, ...)",
                        description="Train with the one instantsr loop; re-running the same command resumes.")
-    t.add_argument("method", choices=["resshift", "sinsr", "rsd"], help="what to train")
+    t.add_argument("method", choices=["resshift", "sinsr", "rsd", "autoencoder"],
+                   help="what to train (autoencoder: a KL latent codec for a teacher's [resshift] codec)")
     t.add_argument("--teacher", help="teacher run folder (for sinsr and rsd)")
     t.add_argument("--data", help="folder of HR training images (searched recursively)")
     t.add_argument("--out", required=True, help="run folder (config, checkpoints, exported model)")
@@ -206,8 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-workers", type=int)
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--validate-every", type=int)
+    t.add_argument("--time-limit", type=float, metavar="MIN",
+                   help="stop after this many minutes of training (checkpoint + export); re-run to go on")
     t.add_argument("--val-lr", help="paired validation LR folder")
-    t.add_argument("--val-hr", help="paired validation HR folder")
+    t.add_argument("--val-hr", help="paired validation HR folder (alone for autoencoder: reconstructions)")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has checkpoints")
     t.set_defaults(func=cmd_train)
 
@@ -239,6 +321,43 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("fp32", "fp16", "bf16"):
         precision.add_argument(f"--{name}", dest="dtype", action="store_const", const=name, help=f"--dtype {name}")
     u.set_defaults(func=cmd_upscale)
+
+    b = sub.add_parser("bench", help="speed, memory, size and quality of models, with bicubic as the floor",
+                       description="Time models (s/img, peak memory, passes/img, params) and score them on a "
+                                   "paired folder; teachers run at every --steps. Writes report.md, bench.csv, "
+                                   "conditions.json and plots into -o.")
+    b.add_argument("-m", "--model", action="append", metavar="[NAME=]DIR",
+                   help="model folder (or run folder), repeatable; NAME= sets its label")
+    b.add_argument("--baseline", action="append", choices=["realesrgan"],
+                   help="also bench Real-ESRGAN x4plus (after `instantsr weights fetch`); bicubic is always in")
+    b.add_argument("--lr", help="paired LR folder for the quality columns")
+    b.add_argument("--hr", help="paired HR folder (matched by file name stem)")
+    b.add_argument("-o", "--output", required=True, help="output folder")
+    b.add_argument("--steps", type=_int_list, default=(1, 4, 15), help="teacher step counts (default 1,4,15)")
+    b.add_argument("--sizes", type=_int_list, default=(64, 128, 256), help="LR sides timed (default 64,128,256)")
+    b.add_argument("--batch", type=_int_list, help="batch sizes at untiled sizes (default 1,64 on cuda, 1,8 on cpu)")
+    b.add_argument("--tile", type=int, default=64, help="sizes above this run tiled (LR px; 0: never; default 64)")
+    b.add_argument("--tile-overlap", type=int, default=16, help="tile overlap in LR pixels")
+    b.add_argument("--tile-batch", type=int, default=4, help="tiles per network pass")
+    b.add_argument("--repeats", type=int, default=3, help="timed runs per setting (median, min, max)")
+    b.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
+    b.add_argument("--budget", type=float, default=10.0, metavar="S",
+                   help="fewer repeats where the timed runs of a setting would pass S seconds (0: no limit)")
+    b.add_argument("--max-images", type=int, default=8, help="quality on the first N pairs (0: all; default 8)")
+    b.add_argument("--quality-tile", type=int, help="tile the quality runs (default: whole images)")
+    b.add_argument("--metrics", default="psnr,ssim,lpips,dists", help="comma-separated, as instantsr eval")
+    b.add_argument("--strip-images", type=int, default=3, help="images in the comparison strip (0: none)")
+    b.add_argument("--crop", type=int, default=48, help="side of the strip crops in LR pixels")
+    b.add_argument("--no-speed", action="store_true", help="skip the timing")
+    b.add_argument("--no-quality", action="store_true", help="skip the quality columns")
+    b.add_argument("--save-sr", action="store_true", help="keep the SR images in OUT/sr/NAME-sSTEPS")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
+    precision = b.add_mutually_exclusive_group()
+    precision.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: fp16 on cuda, fp32 on cpu")
+    for name in ("fp32", "fp16", "bf16"):
+        precision.add_argument(f"--{name}", dest="dtype", action="store_const", const=name, help=f"--dtype {name}")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

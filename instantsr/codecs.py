@@ -111,6 +111,13 @@ class KLCodec(ModelMixin, ConfigMixin):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(z / self.config.scaling_factor).sample
 
+    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
+        """Training pass (`instantsr train autoencoder`): (reconstruction, KL(posterior || N(0, I)) per image,
+        latent). The latent is a posterior sample (the mode with `sample=False`), not times `scaling_factor`."""
+        dist = self.vae.encode(x).latent_dist
+        z = dist.sample(generator) if sample else dist.mode()
+        return self.vae.decode(z).sample, dist.kl(), z
+
 
 class VQF4Codec(ModelMixin, ConfigMixin):
     """ResShift's VQ-f4 autoencoder; `decode` quantises first, as ResShift's decode_first_stage does."""

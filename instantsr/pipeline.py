@@ -507,6 +507,30 @@ def _one_line(e: BaseException) -> str:
     return msg
 
 
+FILE_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)  # one file's failure: reported, the run goes on
+
+
+def failure_line(src: str | Path, e: BaseException) -> str:
+    """'SRC: what went wrong' in one line."""
+    msg = _one_line(e)
+    return msg if msg.startswith(str(src)) else f"{src}: {msg}"
+
+
+def upscale_file(upscaler: Upscaler, src: str | Path, dst: str | Path, overwrite: bool = False,
+                 image: np.ndarray | None = None, progress: bool = False, **options) -> str:
+    """Upscale one file to dst (atomic write): 'upscaled', or 'skipped' when dst exists; raises FILE_ERRORS.
+    `image` is src already decoded (HxW[xC] array, e.g. by Ray Data), so the file is not read again."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not overwrite:
+        return "skipped"
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError("the output would replace the input; give --suffix or another output folder")
+    loaded = read_image(src) if image is None else _from_numpy(image)
+    out = upscaler.upscale_loaded([loaded], progress=progress, **options)[0]
+    save_image(out.rgb, dst, bits=out.bits, alpha=out.alpha, grey=out.grey)
+    return "upscaled"
+
+
 def upscale_paths(upscaler: Upscaler, inputs: Sequence[str | Path], out_dir: str | Path, suffix: str = "",
                   ext: str = "auto", overwrite: bool = False, rank: int = 0, world_size: int = 1,
                   progress: bool = True, **options) -> UpscaleCounts:
@@ -521,29 +545,21 @@ def upscale_paths(upscaler: Upscaler, inputs: Sequence[str | Path], out_dir: str
     for src, dst in zip(inputs, targets):
         first_with.setdefault(dst, src)
     prefix = f"[{rank}/{world_size}] " if world_size > 1 else ""
-    done = skipped = failed = 0
+    counts = {"upscaled": 0, "skipped": 0, "failed": 0}
     mine = list(zip(inputs, targets))[rank::world_size]
     tile_progress = progress and len(mine) == 1
     for src, dst in tqdm(mine, desc=f"{prefix}upscaling", unit="img", disable=not progress, file=sys.stderr):
         if first_with[dst] != src:
             tqdm.write(f"{prefix}failed: {src}: same output name as {first_with[dst]}", file=sys.stderr)
-            failed += 1
-            continue
-        if dst.exists() and not overwrite:
-            skipped += 1
+            counts["failed"] += 1
             continue
         try:
-            if dst.exists() and dst.resolve() == src.resolve():
-                raise ValueError("the output would replace the input; give --suffix or another output folder")
-            out = upscaler.upscale_loaded([read_image(src)], progress=tile_progress, **options)[0]
-            save_image(out.rgb, dst, bits=out.bits, alpha=out.alpha, grey=out.grey)
-        except (ValueError, OSError, RuntimeError, MemoryError) as e:
-            failed += 1
-            msg = _one_line(e)
-            tqdm.write(f"{prefix}failed: {msg if msg.startswith(str(src)) else f'{src}: {msg}'}", file=sys.stderr)
+            counts[upscale_file(upscaler, src, dst, overwrite, progress=tile_progress, **options)] += 1
+        except FILE_ERRORS as e:
+            counts["failed"] += 1
+            tqdm.write(f"{prefix}failed: {failure_line(src, e)}", file=sys.stderr)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        else:
-            done += 1
-    print(f"{prefix}{done} upscaled, {skipped} skipped (exist), {failed} failed")
-    return UpscaleCounts(done, skipped, failed)
+    print(f"{prefix}{counts['upscaled']} upscaled, {counts['skipped']} skipped (exist), {counts['failed']} failed",
+          flush=True)
+    return UpscaleCounts(counts["upscaled"], counts["skipped"], counts["failed"])

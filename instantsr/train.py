@@ -12,6 +12,12 @@ A recipe provides:
     sr_model() -> SRModel                  the inference model built on the current (EMA) weights
     method_config                          a dataclass, saved with the run
 
+and, for a recipe that is not an SR model (the autoencoder), optionally:
+    inference_model(net) -> ModelMixin     replaces sr_model: exported to RUN/model by save_pretrained
+    validate(model, config, lpips, device) -> (rows, strips, labels)
+                                           replaces the LR -> SR validation; runs when config.val_hr is set
+    uses_lr = False                        the LR half of each batch is unused: made by the cheapest preset
+
 Run folder:
     RUN/config.toml            [train] and [method]: everything needed to reproduce the run
     RUN/checkpoints/step_N/    <net>.safetensors, ema.safetensors, optim_<net>.safetensors, state.json
@@ -192,13 +198,15 @@ class Trainer:
         micro = cfg.batch_size
         sampler = StepSampler(len(dataset), micro, seed=cfg.seed, start_step=step * cfg.grad_accum,
                               rank=acc.process_index)
-        collate = partial(degrade_collate, scale=cfg.scale, preset=cfg.degradation)
+        preset = cfg.degradation if getattr(self.recipe, "uses_lr", True) else "avgpool"
+        collate = partial(degrade_collate, scale=cfg.scale, preset=preset)
         loader = torch.utils.data.DataLoader(dataset, batch_size=micro, sampler=sampler, collate_fn=collate,
                                              num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                                              persistent_workers=cfg.num_workers > 0)
         batches = iter(loader)
 
         end = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)
+        validates = bool(cfg.val_hr if hasattr(self.recipe, "validate") else cfg.val_lr and cfg.val_hr)
         bar = tqdm(total=end, initial=step, disable=not main, desc=f"train {self.method}", dynamic_ncols=True)
         logs: dict = {}
         log_file = self.run_dir / "log.csv"
@@ -228,7 +236,7 @@ class Trainer:
                 bar.update(1)
                 if step % cfg.checkpoint_every == 0 or step == end:
                     self._save_checkpoint(acc, step, nets, optimizers, schedulers, ema)
-                if cfg.val_lr and cfg.val_hr and main and (step % cfg.validate_every == 0 or step == end):
+                if validates and main and (step % cfg.validate_every == 0 or step == end):
                     self._validate(acc, nets, ema, step)
         except KeyboardInterrupt:
             acc.print(f"\ninterrupted at step {step}: saving a checkpoint; run the same command to resume")
@@ -276,31 +284,41 @@ class Trainer:
 
     # ---- validation and export --------------------------------------------------------------------------
     def _with_ema(self, nets, ema):
-        """The recipe's SR model with EMA weights, on a copy (training weights untouched)."""
+        """The recipe's SR (or inference) model with EMA weights, on a copy (training weights untouched)."""
         import copy
 
         net = nets[self.recipe.ema_network]
         backup = copy.deepcopy(net.state_dict())
         ema.copy_to(net)
-        model = copy.deepcopy(self.recipe.sr_model(net))
+        build = getattr(self.recipe, "inference_model", None) or self.recipe.sr_model
+        model = copy.deepcopy(build(net))
         net.load_state_dict(backup)
         return model
 
     @torch.no_grad()
     def _validate(self, acc, nets, ema, step) -> None:
-        from .data import PairedFolder
-        from .metrics import psnr
         from .viz import comparison_strip
 
-        cfg = self.config
         model = self._with_ema(nets, ema).eval()
+        validate = getattr(self.recipe, "validate", None) or self._validate_sr
+        rows, strips, labels = validate(model, self.config, _maybe_lpips(acc.device), acc.device)
+        summary = {"step": step, **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]}}
+        _append_csv(self.run_dir / "val.csv", summary)
+        comparison_strip(strips, labels, self.run_dir / "val" / f"step_{step:07d}.png")
+        acc.print("validation " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "step"))
+
+    @staticmethod
+    def _validate_sr(model, cfg, lpips, device):
+        """PSNR-Y (and LPIPS) of SR against HR on the paired validation folders; LR | SR | HR strips."""
+        from .data import PairedFolder
+        from .metrics import psnr
+
         pairs = PairedFolder(cfg.val_lr, cfg.val_hr)
-        lpips = _maybe_lpips(acc.device)
         rows, strips = [], []
-        gen = torch.Generator(acc.device).manual_seed(cfg.seed)
+        gen = torch.Generator(device).manual_seed(cfg.seed)
         for i in range(min(cfg.val_images, len(pairs))):
             name, lr, hr = pairs[i]
-            lr, hr = lr[None].to(acc.device), hr[None].to(acc.device)
+            lr, hr = lr[None].to(device), hr[None].to(device)
             lr = _crop_to_multiple(lr, model.multiple)
             hr = hr[..., : lr.shape[-2] * model.scale, : lr.shape[-1] * model.scale]
             sr = model.restore(lr, steps=cfg.val_steps or None, generator=gen)
@@ -310,10 +328,7 @@ class Trainer:
             rows.append(row)
             if i < 4:
                 strips.append((lr[0].cpu(), sr[0].cpu(), hr[0].cpu()))
-        summary = {"step": step, **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]}}
-        _append_csv(self.run_dir / "val.csv", summary)
-        comparison_strip(strips, ["LR", "SR", "HR"], self.run_dir / "val" / f"step_{step:07d}.png")
-        acc.print("validation " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "step"))
+        return rows, strips, ["LR", "SR", "HR"]
 
     def export(self, nets, ema) -> Path:
         out = self.run_dir / "model"

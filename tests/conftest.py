@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from instantsr.codecs import PixelUnshuffleCodec
+from instantsr.diffusion.resshift import ResShiftSchedule
 from instantsr.io import save_image
+from instantsr.model import SRModel
+from instantsr.nets.unet import ConditionalUNet
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATA = SHARED / "data"
@@ -40,3 +44,14 @@ def hr_folder(tmp_path: Path) -> Path:
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny one-step model folder (untrained), saved once per test module."""
+    torch.manual_seed(0)
+    model = SRModel(ConditionalUNet.from_preset("tiny", latent_channels=48), PixelUnshuffleCodec(4),
+                    ResShiftSchedule(), scale=4, method="sinsr", steps=1)
+    folder = tmp_path_factory.mktemp("model")
+    model.save_pretrained(folder)
+    return folder

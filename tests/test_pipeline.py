@@ -23,15 +23,6 @@ from instantsr.pipeline import (TiledDenoiser, Upscaler, adain_color_fix, span_w
                                 upscale_paths, wavelet_color_fix)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = SRModel(ConditionalUNet.from_preset("tiny", latent_channels=48), PixelUnshuffleCodec(4),
-                    ResShiftSchedule(), scale=4, method="sinsr", steps=1)
-    folder = tmp_path_factory.mktemp("model")
-    model.save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def upscaler(model_dir) -> Upscaler:

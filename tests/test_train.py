@@ -126,3 +126,23 @@ def test_two_processes_share_gradients(hr_folder, tmp_path):
     assert r0["seen"] != r1["seen"]  # different data on each process
     torch.testing.assert_close(r0["w"], r1["w"])  # ... but gradients were averaged
     assert (run / "model" / "model_index.json").is_file()
+
+
+def test_init_from_model_folder_and_loss_repeats(hr_folder, tmp_path):
+    torch.manual_seed(0)
+    first = tmp_path / "first"
+    Trainer(ResShiftRecipe(TINY), tiny_train_config(hr_folder, steps=3), first, "resshift").run()
+    exported = SRModel.from_pretrained(first / "model").backbone.state_dict()
+    # init: a new run starts from the exported (EMA) backbone, not from a fresh initialisation.
+    recipe = ResShiftRecipe(replace(TINY, init=str(first / "model"), loss_repeats=3))
+    for k, v in recipe.backbone.state_dict().items():
+        torch.testing.assert_close(v, exported[k], rtol=0, atol=0)
+    # loss_repeats: the loss sees each image at several independent timesteps (batch x repeats).
+    seen = []
+    recipe.loss.__class__ = type("Spy", (type(recipe.loss),), {
+        "__call__": lambda self, d, x0, y, cond=None, **kw: seen.append(x0.shape[0]) or torch.zeros(x0.shape[0],
+                                                                                                     requires_grad=True)})
+    Trainer(recipe, tiny_train_config(hr_folder, steps=1), tmp_path / "second", "resshift").run()
+    assert seen == [4 * 3]
+    with pytest.raises(RuntimeError):  # a backbone of another size is refused
+        ResShiftRecipe(replace(TINY, unet="small", init=str(first / "model")))

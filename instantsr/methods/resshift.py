@@ -29,6 +29,10 @@ class ResShiftConfig:
     sigma_data: float = 0.25  # std of x0 - y for the residual preconditioning; 0 = the paper's plain x0
     sample_steps: int = 15  # default steps of the exported model
     sampler: str = "deterministic"  # deterministic (SinSR) | stochastic (ResShift)
+    init: str = ""  # a model folder (RUN/model) whose backbone starts this run: continues a teacher whose
+    #                 checkpoints are gone (its EMA weights, with a fresh optimizer)
+    loss_repeats: int = 1  # (t, noise) draws per training image per step: on a GPU the CPU-side degradation
+    #                        is the bottleneck, so each degraded crop is used at several timesteps
 
     @property
     def schedule(self) -> ResShiftSchedule:
@@ -53,6 +57,9 @@ class ResShiftRecipe:
         self.schedule = config.schedule
         self.codec = build_codec(config.codec, config.scale).requires_grad_(False).eval()
         self.backbone = ConditionalUNet.from_preset(config.unet, latent_channels=self.codec.latent_channels)
+        if config.init:
+            start = SRModel.from_pretrained(config.init)
+            self.backbone.load_state_dict(start.backbone.state_dict())  # strict: a wrong preset says so
         self.loss = ResShiftLoss(self.schedule)
         self.sigma_data = config.sigma_data or None
         self._train_backbone = self.backbone
@@ -68,6 +75,9 @@ class ResShiftRecipe:
         with torch.no_grad():
             x0 = self.codec.encode(hr * 2 - 1)
             y, cond = encode_condition(self.codec, lr, self.method_config.scale)
+        r = self.method_config.loss_repeats
+        if r > 1:  # the same images at r independent timesteps and noises
+            x0, y, cond = (v.repeat(r, 1, 1, 1) for v in (x0, y, cond))
         denoiser = ResShiftDenoiser(self._train_backbone, self.schedule, self.sigma_data)
         loss = self.loss(denoiser, x0, y, (cond, y), generator=ctx.generator).mean()
         ctx.update("denoiser", loss)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Teacher, SinSR and RSD on one lent GPU through the device tool (MODEL_CARD.md has the whole recipe).
+# Reads .carry/train (configs/default/pack_data.py), .carry/whl (diffusers wheel), .carry/cache (LPIPS weights)
+# and, when the teacher is not trained in the same call, .carry/teacher.tar. Writes each run folder (without
+# checkpoints) as a tar file to $OUT. STAGES picks the runs (default: all three, in order). Extra arguments go
+# to every `instantsr train` (e.g. --batch-size 2 --time-limit 0.1 for a dry run on the CPU).
+set -uo pipefail
+OUT=${OUT:-runs/gpu_out}
+RUNS=${RUNS:-/tmp/instantsr_runs}
+STAGES=${STAGES:-teacher sinsr rsd}
+mkdir -p "$OUT" "$RUNS"
+if ! python3 -c "import diffusers" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:-}:$PWD INSTANTSR_CACHE=$PWD/.carry/cache PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
+train() { python3 -m instantsr.cli train "$@" --data .carry/train 2>&1 | tr '\r' '\n' | grep -v "it/s]$" ; }
+keep() { [ -d $RUNS/$1/model ] && tar -C $RUNS --exclude=checkpoints -cf $OUT/$1.tar $1; }  # after each run
+for stage in $STAGES; do
+    case $stage in
+    teacher) train resshift --config configs/default/teacher.toml --out $RUNS/teacher "$@" ;;
+    sinsr|rsd)
+        [ -d $RUNS/teacher/model ] || tar -C $RUNS -xf .carry/teacher.tar
+        train $stage --config configs/default/$stage.toml --teacher $RUNS/teacher --out $RUNS/$stage "$@" ;;
+    esac
+    keep $stage
+done
+ls -la $OUT

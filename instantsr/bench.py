@@ -1,0 +1,588 @@
+"""`instantsr bench`: speed, memory, size and quality of SR models side by side, with the conditions.
+
+Every model runs as one or more *candidates* (a model at one step count): teachers (method "resshift") at
+each of `steps`, students at their own step count, Real-ESRGAN x4plus at 1 pass, bicubic at 0. Each
+candidate goes through the same two measurements:
+
+- speed: seconds per image at each setting (LR size x batch, or LR size tiled), after warm-up runs, with
+  the device synchronised around every timed run; median and min/max over the repeats; the peak memory of
+  the setting (CUDA: `max_memory_allocated`, weights included; CPU: the rise of the peak RSS over the RSS
+  before the setting, the kernel's high-water mark being reset through /proc/self/clear_refs); network
+  passes per image, counted by a forward hook on the network.
+- quality: SR images of a paired folder written as 8-bit PNGs (as `instantsr upscale` writes them) and
+  scored by `instantsr.evaluate.evaluate_folder`, the code of `instantsr eval`; bicubic is scored exactly as
+  `instantsr eval --baseline bicubic`.
+
+`run_bench` writes report.md, bench.csv, images.csv, conditions.json and (with matplotlib) the
+perception-distortion plot, the speed-vs-steps plot and a comparison strip of crops.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .evaluate import bicubic_baseline, evaluate_folder, write_json, write_rows_csv
+from .io import list_images, read_image, save_image
+from .pipeline import Upscaler, blend_tiles, parse_dtype
+
+DEFAULT_STEPS = (1, 4, 15)
+METRIC_LABELS = {"psnr": "PSNR-Y ↑", "ssim": "SSIM-Y ↑", "lpips": "LPIPS ↓", "dists": "DISTS ↓",
+                 "niqe": "NIQE ↓"}
+
+
+# ---- what is benchmarked ----------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    """One model at one step count. `run(lq, tile, overlap, batch)` maps an LR batch (N,3,h,w) in [0, 1] on
+    the device to SR (N,3,sh,sw) in [0, 1]; `network` is the module whose forward calls are network passes."""
+
+    name: str
+    steps: int
+    params: int
+    source: str
+    run: Callable[[torch.Tensor, int | None, int, int], torch.Tensor]
+    network: nn.Module | None = None
+    scale: int = 4
+
+    @property
+    def label(self) -> str:
+        if self.name in ("bicubic", "realesrgan"):
+            return self.name
+        return f"{self.name} ({self.steps} step{'' if self.steps == 1 else 's'})"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.name}-s{self.steps}"
+
+
+class RealESRGANUpscaler:
+    """Real-ESRGAN x4plus with the Upscaler's `upscale_tensor` interface: batches, or blended tiles."""
+
+    scale = 4
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype = torch.float32):
+        self.net = net.to(dtype).eval()
+        self.dtype = dtype
+
+    @torch.no_grad()
+    def upscale_tensor(self, lq: torch.Tensor, tile: int | None = None, tile_overlap: int = 32,
+                       batch_size: int = 4, **_) -> torch.Tensor:
+        device = next(self.net.parameters()).device
+        lq = lq.to(device, self.dtype)
+        if tile and max(lq.shape[-2:]) > tile:  # one image at a time; batch_size counts tiles
+            outs = [blend_tiles(lambda crops, n: self.net(crops[0]), [lq[i:i + 1]], tuple(lq.shape[-2:]), tile,
+                                tile_overlap, 1, batch_size) for i in range(lq.shape[0])]
+        else:
+            outs = [self.net(lq[i:i + batch_size]) for i in range(0, lq.shape[0], max(1, batch_size))]
+        return torch.cat(outs).float().clamp_(0, 1)
+
+
+def count_params(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def parse_model_spec(spec: str) -> tuple[str, Path]:
+    """'NAME=DIR' or 'DIR' (named after the folder; runs/x/model -> x). A run folder means its model/."""
+    name, path = (spec.split("=", 1) if "=" in spec and not Path(spec).exists() else (None, spec))
+    path = Path(path)
+    if (path / "model" / "model_index.json").is_file():
+        path = path / "model"
+    return name or (path.resolve().parent.name if path.name == "model" else path.name), path
+
+
+def model_candidates(name: str, path: str | Path, steps: Sequence[int], device, dtype) -> list[Candidate]:
+    """A teacher (method resshift) at every step count it allows; any other model at its own steps."""
+    up = Upscaler.from_pretrained(path, device=device, dtype=dtype)
+    model = up.model
+    if model.method == "resshift":
+        T = model.schedule.T
+        too_many = [s for s in steps if s > T]
+        if too_many:
+            warnings.warn(f"{name}: leaving out steps {too_many} (the schedule has T={T})", stacklevel=2)
+        counts = [s for s in steps if s <= T]
+    else:
+        counts = [model.steps]
+    params = count_params(model)
+
+    def runner(n_steps):
+        return lambda lq, tile, overlap, batch: up.upscale_tensor(lq, steps=n_steps, seed=0, tile=tile,
+                                                                  tile_overlap=overlap, batch_size=batch)
+
+    return [Candidate(name, s, params, str(path), runner(s), model.backbone, model.scale) for s in counts]
+
+
+def realesrgan_candidate(device, dtype) -> Candidate:
+    from .nets.rrdbnet import load_realesrgan_x4plus
+
+    up = RealESRGANUpscaler(load_realesrgan_x4plus(device), dtype)
+    return Candidate("realesrgan", 1, count_params(up.net), "realesrgan_x4plus (instantsr weights)",
+                     lambda lq, tile, overlap, batch: up.upscale_tensor(lq, tile, overlap, batch), up.net)
+
+
+def bicubic_candidate(scale: int = 4) -> Candidate:
+    """MATLAB-style bicubic, the code of `instantsr eval --baseline bicubic`."""
+    def run(lq, tile, overlap, batch):
+        size = (lq.shape[-2] * scale, lq.shape[-1] * scale)
+        return torch.stack([bicubic_baseline(x.float(), size) for x in lq])
+
+    return Candidate("bicubic", 0, 0, "MATLAB imresize", run, None, scale)
+
+
+# ---- speed ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    size: int  # LR side
+    batch: int  # images per call (1 when tiled)
+    tile: int | None = None  # LR pixels
+
+    @property
+    def key(self) -> str:
+        return f"{self.size}_tile{self.tile}" if self.tile else f"{self.size}_b{self.batch}"
+
+    def label(self, scale: int = 4) -> str:
+        tail = f"tile {self.tile}" if self.tile else f"b{self.batch}"
+        return f"{self.size}→{self.size * scale} {tail}"
+
+
+def speed_settings(sizes: Sequence[int], batches: Sequence[int], tile: int | None) -> list[Setting]:
+    """Sizes above the tile run tiled (one image, tiles batched); the others at every batch size."""
+    out = []
+    for size in sizes:
+        if tile and size > tile:
+            out.append(Setting(size, 1, tile))
+        else:
+            out.extend(Setting(size, b) for b in batches)
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_kib() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _max_rss_kib() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r // 1024 if sys.platform == "darwin" else r  # bytes on macOS, KiB on Linux
+
+
+class PeakMemory:
+    """Peak memory of a block, MiB: CUDA peak allocated; CPU rise of the peak RSS over the RSS at entry."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.mib = device, float("nan")
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:  # "5" resets the kernel's peak RSS (VmHWM, ru_maxrss) of this process (Linux >= 4.0)
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+            self.base = _rss_kib()
+            if self.base is None:
+                self.base = _max_rss_kib()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self.mib = max(0, _max_rss_kib() - self.base) / 1024
+        return False
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
+
+
+def time_setting(cand: Candidate, setting: Setting, device: torch.device, repeats: int, warmup: int,
+                 overlap: int, tile_batch: int, seed: int = 0, budget_s: float | None = None) -> dict:
+    """Seconds per image (median, min, max, quartiles) and peak memory; halves the batch until it fits.
+
+    After the warm-up, `repeats` timed runs, fewer when the next one would take the timed runs past
+    `budget_s` seconds (at least one)."""
+    batch = setting.batch
+    while True:
+        lq = torch.rand(batch, 3, setting.size, setting.size, generator=torch.Generator().manual_seed(seed))
+        lq = lq.to(device)
+        per_call = tile_batch if setting.tile else batch
+        try:
+            times, spent = [], 0.0
+            with PeakMemory(device) as mem:
+                for i in range(warmup + repeats):
+                    if times and budget_s is not None and spent + spent / len(times) > budget_s:
+                        break
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    cand.run(lq, setting.tile, overlap, per_call)
+                    _sync(device)
+                    if i >= warmup:
+                        dt = time.perf_counter() - t0
+                        spent += dt
+                        times.append(dt / batch)
+            break
+        except (RuntimeError, MemoryError) as e:
+            if not _is_oom(e) or batch == 1:
+                raise
+            del lq
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            batch //= 2
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "q1": q[0], "q3": q[2],
+            "runs": len(times), "mem_mib": mem.mib, "batch": batch}
+
+
+def count_passes(cand: Candidate, device: torch.device, size: int) -> int:
+    """Network forward calls for one untiled image (0 when there is no network)."""
+    if cand.network is None:
+        return 0
+    calls = [0]
+    handle = cand.network.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        cand.run(torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device), None, 0, 1)
+    finally:
+        handle.remove()
+    return calls[0]
+
+
+# ---- quality ----------------------------------------------------------------------------------------------
+def paired_subset(lr_dir: str | Path, hr_dir: str | Path, max_images: int) -> list[Path]:
+    """LR files with an HR partner (same stem), sorted by name; the first `max_images` (0: all)."""
+    hr_stems = {p.stem for p in list_images(hr_dir)}
+    files = [p for p in list_images(lr_dir) if p.stem in hr_stems]
+    if not files:
+        raise ValueError(f"no LR image of {lr_dir} has an HR partner of the same name in {hr_dir}")
+    return files[:max_images] if max_images > 0 else files
+
+
+def upscale_folder(cand: Candidate, lr_files: Sequence[Path], out_dir: Path, device, tile, overlap,
+                   tile_batch) -> None:
+    """Upscale the LR files into out_dir as PNGs named by stem (8-bit, as `instantsr upscale` writes)."""
+    for path in tqdm(lr_files, desc=f"upscaling {cand.label}", unit="img", leave=False):
+        lq = read_image(path).rgb[None].to(device)
+        sr = cand.run(lq, tile, overlap, tile_batch if tile else 1)
+        save_image(sr[0].float().cpu(), out_dir / f"{path.stem}.png")
+
+
+# ---- conditions, tables, plots, strip ---------------------------------------------------------------------
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def conditions(device: torch.device, dtype: torch.dtype) -> dict:
+    from . import __version__
+
+    cuda = device.type == "cuda"
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda if cuda else None,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(device) if cuda else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "instantsr_version": __version__,
+        "memory": ("peak torch.cuda.max_memory_allocated, weights included" if cuda else
+                   "rise of the peak RSS (ru_maxrss, reset per setting) over the RSS before the setting"),
+    }
+
+
+def _fmt(v, spec=".4f") -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def _fmt_params(n: int) -> str:
+    return "0" if n == 0 else f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def markdown_report(rows: list[dict], settings: Sequence[Setting], metrics: Sequence[str], cond: dict,
+                    notes: Sequence[str], images: Sequence[str], repeats: int = 1) -> str:
+    lines = ["# instantsr bench", "", "Conditions: " + ", ".join(
+        f"{k} {cond[k]}" for k in ("device", "dtype", "threads", "torch_version", "cpu", "gpu", "date")
+        if cond.get(k) is not None), ""]
+    head = (["model", "steps", "passes/img", "params"] + [f"s/img {s.label()}" for s in settings]
+            + (["peak MiB"] if settings else []) + [METRIC_LABELS.get(m, m) for m in metrics])
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["name"], str(r["steps"]), str(r.get("passes_per_img", "-")), _fmt_params(r["params"])]
+        for s in settings:
+            k = s.key
+            cell = f"{_fmt(r.get(f's_img_{k}'))} ({_fmt(r.get(f's_img_{k}_min'))}–{_fmt(r.get(f's_img_{k}_max'))})"
+            if r.get(f"batch_{k}", s.batch) != s.batch:
+                cell += f" at b{r[f'batch_{k}']}"
+            if r.get(f"runs_{k}", repeats) < repeats:
+                cell += f" ×{r[f'runs_{k}']}"
+            cells.append(cell)
+        if settings:
+            cells.append(_fmt(r.get("peak_mem_mib"), ".0f"))
+        cells += [_fmt(r.get(m), ".2f" if m == "psnr" else ".4f") for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + [f"- {n}" for n in notes] + [""] + [f"![{Path(i).stem}]({i})" for i in images]
+    return "\n".join(lines) + "\n"
+
+
+def plot_perception_distortion(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    for r in rows:
+        if r.get("lpips") is None or r.get("psnr") is None:
+            continue
+        ax.scatter(r["lpips"], r["psnr"])
+        ax.annotate(f"{r['name']} ({r['steps']})", (r["lpips"], r["psnr"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("LPIPS (alex) ↓")
+    ax.set_ylabel("PSNR-Y (dB) ↑")
+    ax.set_title("Perception-distortion (label: model (steps))")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_speed(rows: list[dict], settings: Sequence[Setting], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    styles, markers = ["-", "--", ":", "-."], ["o", "s", "^", "D"]
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(names):
+        mine = sorted((r for r in rows if r["name"] == name), key=lambda r: r["steps"])
+        for j, s in enumerate(settings):
+            pts = [(r["steps"], r[f"s_img_{s.key}"]) for r in mine if r.get(f"s_img_{s.key}")]
+            if pts:
+                ax.plot(*zip(*pts), styles[j % 4], marker=markers[j % 4], color=colours[i % len(colours)])
+    # two small legends: colour = model, line and marker = setting
+    ax.add_artist(ax.legend([Line2D([], [], color=colours[i % len(colours)], lw=3) for i in range(len(names))],
+                            names, loc="upper center", fontsize=7, title="model", title_fontsize=7))
+    ax.legend([Line2D([], [], color="0.3", ls=styles[j % 4], marker=markers[j % 4]) for j in range(len(settings))],
+              [s.label() for s in settings], loc="lower right", fontsize=7, title="LR size", title_fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xlabel("steps (network passes per image for diffusion models)")
+    ax.set_ylabel("seconds per image (median)")
+    ax.set_title("Speed vs steps")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def crops_strip(lr_files: Sequence[Path], hr_dir: Path, sr_dirs: dict[str, Path], path: Path, crop: int,
+                scale: int) -> None:
+    """LR | bicubic | each candidate | HR, a central crop of `crop` LR pixels of each image, labelled."""
+    from .viz import comparison_strip
+
+    hr_files = {p.stem: p for p in list_images(hr_dir)}
+    rows = []
+    for f in lr_files:
+        lr, hr = read_image(f).rgb, read_image(hr_files[f.stem]).rgb
+        c = min(crop, *lr.shape[-2:])
+        y, x = (lr.shape[-2] - c) // 2, (lr.shape[-1] - c) // 2
+        big = (slice(y * scale, (y + c) * scale), slice(x * scale, (x + c) * scale))
+        panels = [lr[:, y:y + c, x:x + c], bicubic_baseline(lr, tuple(hr.shape[-2:]))[:, big[0], big[1]]]
+        panels += [read_image(d / f"{f.stem}.png").rgb[:, big[0], big[1]] for d in sr_dirs.values()]
+        rows.append(tuple(panels + [hr[:, big[0], big[1]]]))
+    comparison_strip(rows, ["LR", "bicubic", *sr_dirs, "HR"], path)
+
+
+# ---- the whole run ----------------------------------------------------------------------------------------
+@dataclass
+class BenchConfig:
+    models: list[str] = field(default_factory=list)  # "DIR" or "NAME=DIR"
+    baselines: list[str] = field(default_factory=list)  # "realesrgan"
+    lr: str | None = None
+    hr: str | None = None
+    output: str = "bench"
+    steps: tuple[int, ...] = DEFAULT_STEPS
+    sizes: tuple[int, ...] = (64, 128, 256)
+    batches: tuple[int, ...] | None = None  # None: (1, 64) on CUDA, (1, 8) on CPU
+    tile: int | None = 64
+    tile_overlap: int = 16
+    tile_batch: int = 4
+    repeats: int = 3
+    warmup: int = 1
+    budget_s: float | None = 10.0  # timed seconds per setting before the repeats are cut short
+    max_images: int = 8
+    quality_tile: int | None = None
+    metrics: tuple[str, ...] = ("psnr", "ssim", "lpips", "dists")
+    strip_images: int = 3
+    crop: int = 48
+    device: str | None = None
+    dtype: str | None = None
+    speed: bool = True
+    quality: bool = True
+    save_sr: bool = False
+    seed: int = 0
+
+
+def run_bench(cfg: BenchConfig) -> list[dict]:
+    """Measure every candidate and write the report files into cfg.output; returns the table rows."""
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = parse_dtype(cfg.dtype or ("fp16" if device.type == "cuda" else "fp32"))
+    batches = cfg.batches or ((1, 64) if device.type == "cuda" else (1, 8))
+    quality = cfg.quality and cfg.lr is not None and cfg.hr is not None
+    if cfg.quality and not quality and (cfg.lr or cfg.hr):
+        raise ValueError("quality needs both --lr LR_DIR and --hr HR_DIR (or --no-quality)")
+    if cfg.repeats < 1 or cfg.warmup < 0:
+        raise ValueError("--repeats must be at least 1 and --warmup at least 0")
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    cands: list[Candidate] = [bicubic_candidate()]
+    names: set[str] = {"bicubic"}
+    for spec in cfg.models:
+        name, path = parse_model_spec(spec)
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.add(name)
+        cands += model_candidates(name, path, cfg.steps, device, dtype)
+    if "realesrgan" in cfg.baselines:
+        if "realesrgan" in names:
+            raise ValueError("the name realesrgan is taken by the --baseline; name the model otherwise (NAME=DIR)")
+        cands.append(realesrgan_candidate(device, dtype))
+    scales = {c.scale for c in cands[1:]} or {4}
+    if len(scales) > 1:
+        raise ValueError(f"models of different scales ({sorted(scales)}) cannot share one benchmark")
+    scale = scales.pop()
+    cands[0] = bicubic_candidate(scale)
+
+    settings = speed_settings(cfg.sizes, batches, cfg.tile) if cfg.speed else []
+    rows = [{"name": c.name, "steps": c.steps, "params": c.params, "source": c.source,
+             "passes_per_img": count_passes(c, device, min(cfg.sizes))} for c in cands]
+    if cfg.speed:
+        for c, row in zip(tqdm(cands, desc="speed", unit="model"), rows):
+            mems = []
+            for s in tqdm(settings, desc=c.label, leave=False):
+                t = time_setting(c, s, device, cfg.repeats, cfg.warmup, cfg.tile_overlap, cfg.tile_batch, cfg.seed,
+                                 cfg.budget_s)
+                row.update({f"s_img_{s.key}{k}": t[v] for k, v in
+                            (("", "median"), ("_min", "min"), ("_max", "max"), ("_q1", "q1"), ("_q3", "q3"))})
+                row.update({f"runs_{s.key}": t["runs"], f"mem_mib_{s.key}": t["mem_mib"],
+                            f"batch_{s.key}": t["batch"]})
+                mems.append(t["mem_mib"])
+            row["peak_mem_mib"] = max(mems) if mems else None
+
+    images, notes, per_image = [], [], []
+    n_quality = 0
+    if quality:
+        from .metrics import MetricSuite
+
+        lr_files = paired_subset(cfg.lr, cfg.hr, cfg.max_images)
+        n_quality = len(lr_files)
+        suite = MetricSuite(cfg.metrics, device=device)
+        with tempfile.TemporaryDirectory(prefix="instantsr-bench-") as tmp:
+            sr_root = out / "sr" if cfg.save_sr else Path(tmp)
+            lr_subset = Path(tmp) / "lr"  # the subset as a folder, for `evaluate_folder`'s bicubic
+            lr_subset.mkdir()
+            for f in lr_files:
+                try:
+                    (lr_subset / f.name).symlink_to(f.resolve())
+                except OSError:  # no symlinks here (Windows without the right): copy
+                    shutil.copy2(f, lr_subset / f.name)
+            sr_dirs = {}
+            for c, row in zip(tqdm(cands, desc="quality", unit="model"), rows):
+                if c.name == "bicubic":
+                    img_rows, summary = evaluate_folder(None, cfg.hr, list(cfg.metrics), lr_dir=lr_subset,
+                                                        device=str(device), suite=suite, desc="bicubic")
+                else:
+                    sr_dir = sr_root / c.slug
+                    shutil.rmtree(sr_dir, ignore_errors=True)  # no stale images from an earlier run
+                    upscale_folder(c, lr_files, sr_dir, device, cfg.quality_tile, cfg.tile_overlap,
+                                   cfg.tile_batch)
+                    sr_dirs[c.label] = sr_dir
+                    img_rows, summary = evaluate_folder(sr_dir, cfg.hr, list(cfg.metrics), device=str(device),
+                                                        suite=suite, desc=c.label)
+                row.update({m: summary[m] for m in cfg.metrics}, images=summary["images"])
+                per_image += [{"name": c.name, "steps": c.steps, **r} for r in img_rows]
+            if cfg.strip_images > 0:
+                crops_strip(lr_files[:cfg.strip_images], Path(cfg.hr), sr_dirs, out / "strip.png", cfg.crop, scale)
+                images.append("strip.png")
+        write_rows_csv(per_image, out / "images.csv")
+
+    try:
+        if quality and {"psnr", "lpips"} <= set(cfg.metrics):
+            plot_perception_distortion(rows, out / "perception_distortion.png")
+            images.append("perception_distortion.png")
+        if settings:
+            plot_speed(rows, settings, out / "speed_vs_steps.png")
+            images.append("speed_vs_steps.png")
+    except ImportError:
+        warnings.warn("plots need matplotlib: pip install 'instantsr[plots]'", stacklevel=2)
+    images.sort(key=["perception_distortion.png", "speed_vs_steps.png", "strip.png"].index)
+
+    cond = conditions(device, dtype)
+    cond["settings"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
+    cond["settings"]["batches"] = list(batches)
+    cond["quality_images"] = n_quality
+    write_json(cond, out / "conditions.json")
+    if settings:
+        budget = f", fewer (×n: n runs) where they would pass {cfg.budget_s:g} s" if cfg.budget_s else ""
+        notes.append(f"s/img: median (min–max) of {cfg.repeats} timed run(s){budget} after {cfg.warmup} warm-up "
+                     f"run(s), on random LR inputs; tiled settings run one image with {cfg.tile_batch} tiles per "
+                     f"pass and {cfg.tile_overlap} px overlap. Peak memory: {cond['memory']}.")
+        notes.append("passes/img: network forward calls per image, counted by a hook (bicubic has none).")
+    if quality:
+        notes.append(f"Quality on {n_quality} image(s) of {cfg.lr} against {cfg.hr}, SR written as 8-bit PNG "
+                     f"and scored by `instantsr eval` code (PSNR/SSIM on Y, no border crop); seed 0, "
+                     f"{'tiles of ' + str(cfg.quality_tile) + ' px' if cfg.quality_tile else 'whole images'}.")
+    (out / "report.md").write_text(markdown_report(rows, settings, cfg.metrics if quality else (), cond, notes,
+                                                   images, cfg.repeats))
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / "bench.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return rows
