@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .evaluate import bicubic_baseline, evaluate_folder, write_json, write_rows_csv
 from .io import list_images, read_image, save_image
-from .pipeline import Upscaler, blend_tiles, parse_dtype
+from .pipeline import Upscaler, blend_tiles, is_out_of_memory, parse_dtype
 
 DEFAULT_STEPS = (1, 4, 15)
 METRIC_LABELS = {"psnr": "PSNR-Y ↑", "ssim": "SSIM-Y ↑", "lpips": "LPIPS ↓", "dists": "DISTS ↓",
@@ -221,10 +221,6 @@ class PeakMemory:
         return False
 
 
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
-
-
 def time_setting(cand: Candidate, setting: Setting, device: torch.device, repeats: int, warmup: int,
                  overlap: int, tile_batch: int, seed: int = 0, budget_s: float | None = None) -> dict:
     """Seconds per image (median, min, max, quartiles) and peak memory; halves the batch until it fits.
@@ -252,7 +248,7 @@ def time_setting(cand: Candidate, setting: Setting, device: torch.device, repeat
                         times.append(dt / batch)
             break
         except (RuntimeError, MemoryError) as e:
-            if not _is_oom(e) or batch == 1:
+            if not is_out_of_memory(e) or batch == 1:
                 raise
             del lq
             if device.type == "cuda":
@@ -278,11 +274,10 @@ def count_passes(cand: Candidate, device: torch.device, size: int) -> int:
 
 # ---- quality ----------------------------------------------------------------------------------------------
 def paired_subset(lr_dir: str | Path, hr_dir: str | Path, max_images: int) -> list[Path]:
-    """LR files with an HR partner (same stem), sorted by name; the first `max_images` (0: all)."""
-    hr_stems = {p.stem for p in list_images(hr_dir)}
-    files = [p for p in list_images(lr_dir) if p.stem in hr_stems]
-    if not files:
-        raise ValueError(f"no LR image of {lr_dir} has an HR partner of the same name in {hr_dir}")
+    """LR files with an HR partner (same stem, as `PairedFolder` matches them); the first `max_images` (0: all)."""
+    from .data import PairedFolder
+
+    files = [lr for _, lr, _ in PairedFolder(lr_dir, hr_dir).pairs]
     return files[:max_images] if max_images > 0 else files
 
 

@@ -500,9 +500,14 @@ def output_path(src: str | Path, out_dir: str | Path, suffix: str = "", ext: str
     return Path(out_dir) / f"{src.stem}{suffix}{dot_ext}"
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+    """A host MemoryError or a device allocator's 'out of memory' error."""
+    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
+
+
 def _one_line(e: BaseException) -> str:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, MemoryError) or "out of memory" in msg.lower():
+    if is_out_of_memory(e):
         msg = f"out of memory ({msg}); try a smaller --tile or --batch-size"
     return msg
 
