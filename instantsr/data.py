@@ -113,14 +113,30 @@ class HRCropDataset(Dataset):
 
 
 def degrade_collate(items, scale: int = 4, preset: str = "realesrgan"):
-    """(crop, seed) items -> (hr, lr) batch, degraded in the DataLoader worker with a generator seeded by the
-    items' seeds: the same step gives the same LR in any run."""
+    """(crop, seed) items -> (hr, kernels, seed): the crops, their Real-ESRGAN blur kernels (the per-image
+    Python work of the degradation, done here in the DataLoader worker; None for the other presets) and the
+    seed of the pixel work that `degrade_pairs` then runs on the training device. All are seeded by the items'
+    seeds: the same step gives the same LR in any run on the same device."""
+    from .degrade import DegradationConfig, crop_to_multiple, draw_kernels
+
+    hr = crop_to_multiple(torch.stack([c for c, _ in items]), scale)
+    kernel_seed, pixel_seed = np.random.SeedSequence([s for _, s in items]).generate_state(2, np.uint64) >> 1
+    kernels = None
+    if preset == "realesrgan":
+        generator = torch.Generator().manual_seed(int(kernel_seed))
+        kernels = draw_kernels(len(items), DegradationConfig(scale=scale), generator)
+    return hr, kernels, int(pixel_seed)
+
+
+def degrade_pairs(batch, device: torch.device | str = "cpu", scale: int = 4, preset: str = "realesrgan"):
+    """A `degrade_collate` batch -> (hr, lr) on `device`, degraded there (on a GPU the CPU does not bound
+    training)."""
     from .degrade import make_lr
 
-    hr = torch.stack([c for c, _ in items])
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([s for _, s in items]).generate_state(1)[0]))
-    lr = make_lr(hr, scale, preset, gen)
-    return hr[..., : lr.shape[-2] * scale, : lr.shape[-1] * scale], lr
+    hr, kernels, seed = batch
+    hr = hr.to(device, non_blocking=True)
+    generator = torch.Generator(hr.device).manual_seed(seed)
+    return hr, make_lr(hr, scale, preset, generator, kernels)
 
 
 class StepSampler(torch.utils.data.Sampler):

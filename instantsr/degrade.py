@@ -7,7 +7,6 @@ passes, so the same seed gives the same LR bit for bit.
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from bisect import bisect_right
@@ -16,13 +15,12 @@ from enum import Enum
 from functools import lru_cache
 from itertools import accumulate
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import scipy.special
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
 from instantsr.io import ImageReadError, list_images, read_image, save_image
@@ -104,23 +102,70 @@ def avgpool_downscale(x: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------------ #
-# JPEG through a real codec
+# JPEG in torch (baseline, 4:2:0), as Real-ESRGAN's training applies it on the GPU (basicsr's DiffJPEG)
 # ------------------------------------------------------------------------------------------------------ #
+
+# The luminance and chrominance tables of the JPEG standard (Annex K), rows = vertical frequency.
+_LUMA_TABLE = (
+    (16, 11, 10, 16, 24, 40, 51, 61), (12, 12, 14, 19, 26, 58, 60, 55), (14, 13, 16, 24, 40, 57, 69, 56),
+    (14, 17, 22, 29, 51, 87, 80, 62), (18, 22, 37, 56, 68, 109, 103, 77), (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101), (72, 92, 95, 98, 112, 100, 103, 99),
+)
+_CHROMA_TABLE = ((17, 18, 24, 47, 99, 99, 99, 99), (18, 21, 26, 66, 99, 99, 99, 99), (24, 26, 56, 99, 99, 99, 99, 99),
+                 (47, 66, 99, 99, 99, 99, 99, 99)) + ((99,) * 8,) * 4
+_RGB_TO_YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_YCC_TO_RGB = torch.tensor([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]])
+
+
+def jpeg_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 8, 8) luminance and chrominance quantisation tables for integer qualities 1..100, scaled as
+    libjpeg (and so Pillow) scales them."""
+    q = quality.double().clamp(1, 100).view(-1, 1, 1)
+    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)
+
+    def scaled(table):
+        return torch.floor((torch.tensor(table, dtype=torch.float64) * scale + 50) / 100).clamp(1, 255)
+    return scaled(_LUMA_TABLE), scaled(_CHROMA_TABLE)
+
+
+@lru_cache(maxsize=4)
+def _dct_matrix(device: torch.device) -> torch.Tensor:
+    # JPEG's 2-D FDCT of a flattened 8x8 block as one 64x64 matrix: kron(D, D), D the orthonormal DCT-II.
+    n = torch.arange(8, dtype=torch.float64)
+    d = torch.cos((2 * n[None, :] + 1) * n[:, None] * math.pi / 16) * math.sqrt(2 / 8)
+    d[0] /= math.sqrt(2)
+    return torch.kron(d, d).float().to(device)
+
+
+def _jpeg_plane(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    # (N, H, W) samples 0..255, H and W multiples of 8 -> the plane after DCT, quantisation and back.
+    n, h, w = plane.shape
+    dct = _dct_matrix(plane.device)
+    blocks = (plane - 128).view(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4).reshape(n, -1, 64)
+    step = table.to(plane.device, plane.dtype).view(n, 1, 64)
+    coeffs = torch.round(blocks @ dct.T / step) * step
+    blocks = (coeffs @ dct + 128).view(n, h // 8, w // 8, 8, 8)
+    return blocks.permute(0, 1, 3, 2, 4).reshape(n, h, w)
 
 
 def jpeg(x: torch.Tensor, quality: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """Encode each image of an NCHW batch to JPEG in memory with Pillow at its quality, and decode it."""
-    qualities = torch.as_tensor(quality).double().round().long().expand(x.shape[0]).tolist()
-    pixels = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    decoded = []
-    for image, q in zip(pixels, qualities):
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=q)
-        buffer.seek(0)
-        with Image.open(buffer) as im:
-            decoded.append(np.asarray(im.convert("RGB")))
-    out = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2)
-    return out.to(x.device, x.dtype) / 255.0
+    """JPEG-compress each image of an NCHW batch in [0, 1] at its integer quality and decode it, in torch on
+    x's device: YCbCr (JFIF), 2x2 chroma averaging, 8x8 DCT with libjpeg's quality-scaled tables, rounding,
+    nearest chroma upsampling. As Real-ESRGAN's training JPEG (DiffJPEG, not differentiable), it is close to but
+    not bit-equal with libjpeg, which works in integers and upsamples chroma with a triangle filter."""
+    b, _, h, w = x.shape
+    quality = torch.as_tensor(quality).double().round().expand(b)
+    luma_table, chroma_table = jpeg_tables(quality)
+    rgb = (x.float().clamp(0, 1) * 255).round()
+    ph, pw = (-h) % 16, (-w) % 16  # whole 16x16 macroblocks (edge-replicated, as an encoder pads)
+    rgb = F.pad(rgb, (0, pw, 0, ph), mode="replicate") if ph or pw else rgb
+    ycc = torch.einsum("ij,bjhw->bihw", _RGB_TO_YCC.to(rgb.device), rgb)
+    luma = _jpeg_plane(ycc[:, 0], luma_table)
+    chroma = F.avg_pool2d(ycc[:, 1:], 2)  # Cb, Cr around 0 (JFIF adds 128, which the DCT takes off again)
+    chroma = _jpeg_plane(chroma.flatten(0, 1) + 128, chroma_table.repeat_interleave(2, 0)) - 128
+    chroma = F.interpolate(chroma.view(b, 2, *chroma.shape[-2:]), scale_factor=2, mode="nearest")
+    out = torch.einsum("ij,bjhw->bihw", _YCC_TO_RGB.to(rgb.device), torch.cat([luma[:, None], chroma], 1))
+    return (out[..., :h, :w].clamp(0, 255).round() / 255).to(x.dtype)
 
 
 # ------------------------------------------------------------------------------------------------------ #
@@ -426,21 +471,40 @@ def _stack(kernels: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([_pad_kernel(k, size) for k in kernels])
 
 
-def degrade(hr: torch.Tensor, config: DegradationConfig, generator: torch.Generator) -> torch.Tensor:
+class Kernels(NamedTuple):
+    """The per-image filters of one batch: (N, k, k) float64 each. Drawing them is the per-image Python work
+    of the degradation, so a training loader draws them in its workers and the device does the pixels."""
+
+    first: torch.Tensor
+    second: torch.Tensor
+    sinc: torch.Tensor
+
+
+def draw_kernels(n: int, config: DegradationConfig, generator: torch.Generator) -> Kernels:
+    """The first-round, second-round and final sinc kernels of n images, as Real-ESRGAN's dataset draws them."""
+    first, second, sincs = [], [], []
+    for _ in range(n):
+        first.append(random_blur_kernel(config.first.blur, generator))
+        second.append(random_blur_kernel(config.second.blur, generator))
+        sincs.append(random_final_sinc_kernel(config, generator))
+    return Kernels(_stack(first), _stack(second), _stack(sincs))
+
+
+def degrade(hr: torch.Tensor, config: DegradationConfig, generator: torch.Generator,
+            kernels: Kernels | None = None) -> torch.Tensor:
     """Real-ESRGAN's second-order degradation of an NCHW batch in [0, 1] to (H // scale, W // scale),
-    clamped and rounded to 8-bit levels."""
+    clamped and rounded to 8-bit levels.
+
+    `kernels` (from `draw_kernels`) may come from elsewhere, e.g. a DataLoader worker; by default they are
+    drawn first from `generator`. The pixel work runs on hr's device; the generator must be on it too."""
     b, _, h, w = hr.shape
     target = (h // config.scale, w // config.scale)
-    # Per-image kernels, drawn as Real-ESRGAN's dataset draws them for each sample.
-    kernels1, kernels2, sincs = [], [], []
-    for _ in range(b):
-        kernels1.append(random_blur_kernel(config.first.blur, generator))
-        kernels2.append(random_blur_kernel(config.second.blur, generator))
-        sincs.append(random_final_sinc_kernel(config, generator))
+    if kernels is None:
+        kernels = draw_kernels(b, config, generator)
 
     # First round: blur, resize relative to the HR size, noise, JPEG.
     first = config.first
-    out = filter2d(hr, _stack(kernels1)) if _rand(generator).item() < first.blur_prob else hr
+    out = filter2d(hr, kernels.first) if _rand(generator).item() < first.blur_prob else hr
     out = _random_resize(out, first, (h, w), generator)
     out = _random_noise(out, first, generator)
     out = _random_jpeg(out, first, generator)
@@ -449,7 +513,7 @@ def degrade(hr: torch.Tensor, config: DegradationConfig, generator: torch.Genera
     second = config.second
     if _rand(generator).item() < config.second_order_prob:
         if _rand(generator).item() < second.blur_prob:
-            out = filter2d(out, _stack(kernels2))
+            out = filter2d(out, kernels.second)
         out = _random_resize(out, second, (h / config.scale, w / config.scale), generator)
         out = _random_noise(out, second, generator)
 
@@ -457,7 +521,7 @@ def degrade(hr: torch.Tensor, config: DegradationConfig, generator: torch.Genera
     # give twisted lines).
     def resize_and_sinc(x: torch.Tensor) -> torch.Tensor:
         x = _resize(x, target, RESIZE_MODES[_choice(generator, [1, 1, 1])])
-        return filter2d(x, _stack(sincs))
+        return filter2d(x, kernels.sinc)
 
     if _rand(generator).item() < 0.5:
         out = _random_jpeg(resize_and_sinc(out), second, generator)
@@ -478,9 +542,11 @@ def crop_to_multiple(x: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def make_lr(
-    hr: torch.Tensor, scale: int, preset: str = "realesrgan", generator: torch.Generator | None = None
+    hr: torch.Tensor, scale: int, preset: str = "realesrgan", generator: torch.Generator | None = None,
+    kernels: Kernels | None = None,
 ) -> torch.Tensor:
-    """LR of an NCHW HR batch (first cropped to a multiple of scale) by a preset: realesrgan|bicubic|avgpool."""
+    """LR of an NCHW HR batch (first cropped to a multiple of scale) by a preset: realesrgan|bicubic|avgpool.
+    realesrgan needs a generator on hr's device (and takes pre-drawn `kernels`, see `degrade`)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if min(hr.shape[-2:]) < scale:
@@ -492,7 +558,7 @@ def make_lr(
         return quantize(avgpool_downscale(hr, scale))
     if generator is None:
         raise ValueError("the realesrgan preset needs a torch.Generator")
-    return degrade(hr, DegradationConfig(scale=scale), generator)
+    return degrade(hr, DegradationConfig(scale=scale), generator, kernels)
 
 
 def image_seed(seed: int, index: int) -> int:

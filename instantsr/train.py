@@ -157,7 +157,7 @@ class Trainer:
         from accelerate import Accelerator
         from tqdm.auto import tqdm
 
-        from .data import HRCropDataset, StepSampler, degrade_collate
+        from .data import HRCropDataset, StepSampler, degrade_collate, degrade_pairs
 
         cfg = self.config
         # cpu=True where there is no GPU: accelerate only sets up multi-process (gloo) CPU training when asked to.
@@ -219,7 +219,7 @@ class Trainer:
                     self._save_checkpoint(acc, step, nets, optimizers, schedulers, ema)
                     break
                 for micro_step in range(cfg.grad_accum):
-                    hr, lr = (t.to(device, non_blocking=True) for t in next(batches))
+                    hr, lr = degrade_pairs(next(batches), device, cfg.scale, preset)
                     gen = torch.Generator(device).manual_seed(seed_of(cfg.seed, step, acc.process_index, micro_step))
                     ctx = StepContext(acc, optimizers, schedulers, cfg.grad_clip, step, gen)
                     with acc.accumulate(*wrapped.values()), acc.autocast():

@@ -9,7 +9,9 @@ from PIL import Image
 
 from instantsr.codecs import KLCodec, PixelUnshuffleCodec
 from instantsr.config import read_config, write_config
-from instantsr.data import EmptyFolderError, HRCropDataset, ImageFolder, PairedFolder, StepSampler, degrade_collate
+from instantsr.data import (EmptyFolderError, HRCropDataset, ImageFolder, PairedFolder, StepSampler, degrade_collate,
+                            degrade_pairs)
+from instantsr.degrade import make_lr
 from instantsr.diffusion.resshift import ResShiftSchedule
 from instantsr.io import ImageReadError, read_image, save_image
 from instantsr.model import ModelFolderError, SRModel
@@ -112,9 +114,16 @@ def test_step_sampler_depends_only_on_step_and_rank():
 def test_degrade_collate_gives_matching_pairs(hr_folder):
     ds = HRCropDataset(hr_folder, crop=64)
     items = [ds[(i, 100 + i)] for i in range(3)]
-    hr, lr = degrade_collate(items, scale=4)
+    batch = degrade_collate(items, scale=4)
+    hr, lr = degrade_pairs(batch, "cpu", scale=4)
     assert hr.shape == (3, 3, 64, 64) and lr.shape == (3, 3, 16, 16)
-    assert torch.equal(degrade_collate(items, scale=4)[1], lr)  # seeded by the items
+    assert torch.equal(degrade_pairs(degrade_collate(items, scale=4), "cpu", scale=4)[1], lr)  # seeded by the items
+    other = [ds[(i, 200 + i)] for i in range(3)]
+    assert not torch.equal(degrade_pairs(degrade_collate(other, scale=4), "cpu", scale=4)[1], lr)
+    # the kernels drawn in the worker are the ones degrade() would draw itself from the same stream
+    hr_b, kernels, _ = degrade_collate(items, scale=4, preset="bicubic")
+    assert kernels is None and torch.equal(degrade_pairs((hr_b, None, 0), "cpu", 4, "bicubic")[1],
+                                           make_lr(hr_b, 4, "bicubic"))
 
 
 def test_paired_folder_matches_stems(tmp_path):

@@ -146,3 +146,17 @@ def test_init_from_model_folder_and_loss_repeats(hr_folder, tmp_path):
     assert seen == [4 * 3]
     with pytest.raises(RuntimeError):  # a backbone of another size is refused
         ResShiftRecipe(replace(TINY, unet="small", init=str(first / "model")))
+
+
+def test_shipped_recipe_configs_parse():
+    # configs/default/*.toml are the recipe of the shipped model: every key must still be a known field.
+    from instantsr.cli import method_config_class
+    from instantsr.config import read_config
+    from instantsr.train import load_run_config
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs" / "default").glob("*.toml"))
+    assert {f.stem for f in files} >= {"teacher_stage1", "teacher", "sinsr", "rsd"}
+    for f in files:
+        method = read_config(f)["method"]
+        train, recipe = load_run_config(f, method, method_config_class(method))
+        assert train.time_limit_min > 0 and train.mixed_precision == "bf16", f.name

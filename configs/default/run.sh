@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Teacher, SinSR and RSD on one lent GPU through the device tool (MODEL_CARD.md has the whole recipe).
-# Reads .carry/train (configs/default/pack_data.py), .carry/whl (diffusers wheel), .carry/cache (LPIPS weights)
-# and, when the teacher is not trained in the same call, .carry/teacher.tar. Writes each run folder (without
-# checkpoints) as a tar file to $OUT. STAGES picks the runs (default: all three, in order). Extra arguments go
-# to every `instantsr train` (e.g. --batch-size 2 --time-limit 0.1 for a dry run on the CPU).
+# Reads .carry/train (configs/default/pack_data.py), .carry/whl (diffusers wheel), .carry/cache (LPIPS weights),
+# .carry/teacher_init (the teacher stage to continue) and, when the teacher is not trained in the same call,
+# .carry/teacher.tar. Writes each run folder (without checkpoints) as a tar file to $OUT. STAGES picks the runs
+# (default: teacher sinsr rsd, in order). Extra arguments go to every `instantsr train` (e.g. --batch-size 2
+# --time-limit 0.1 for a dry run on the CPU).
 set -uo pipefail
 OUT=${OUT:-runs/gpu_out}
 RUNS=${RUNS:-/tmp/instantsr_runs}
-STAGES=${STAGES:-teacher sinsr rsd}
+STAGES=${STAGES:-teacher sinsr rsd}  # teacher1: stage 1, from scratch
 mkdir -p "$OUT" "$RUNS"
 if ! python3 -c "import diffusers" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl || exit 1
@@ -19,7 +20,8 @@ train() { python3 -m instantsr.cli train "$@" --data .carry/train 2>&1 | tr '\r'
 keep() { [ -d $RUNS/$1/model ] && tar -C $RUNS --exclude=checkpoints -cf $OUT/$1.tar $1; }  # after each run
 for stage in $STAGES; do
     case $stage in
-    teacher) train resshift --config configs/default/teacher.toml --out $RUNS/teacher "$@" ;;
+    teacher1) train resshift --config configs/default/teacher_stage1.toml --out $RUNS/teacher1 "$@" ;;
+    teacher) train resshift --config configs/default/teacher.toml --out $RUNS/teacher "$@" ;;  # from .carry/teacher_init
     sinsr|rsd)
         [ -d $RUNS/teacher/model ] || tar -C $RUNS -xf .carry/teacher.tar
         train $stage --config configs/default/$stage.toml --teacher $RUNS/teacher --out $RUNS/$stage "$@" ;;

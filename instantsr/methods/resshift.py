@@ -31,8 +31,8 @@ class ResShiftConfig:
     sampler: str = "deterministic"  # deterministic (SinSR) | stochastic (ResShift)
     init: str = ""  # a model folder (RUN/model) whose backbone starts this run: continues a teacher whose
     #                 checkpoints are gone (its EMA weights, with a fresh optimizer)
-    loss_repeats: int = 1  # (t, noise) draws per training image per step: on a GPU the CPU-side degradation
-    #                        is the bottleneck, so each degraded crop is used at several timesteps
+    loss_repeats: int = 1  # (t, noise) draws per training image per step: more work per degraded crop where
+    #                        data is the bottleneck (stage 1 of the shipped teacher used 2)
 
     @property
     def schedule(self) -> ResShiftSchedule:
