@@ -305,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for multi-step teachers: SinSR's deterministic ODE or ResShift's stochastic sampler "
                         "(default: the model's)")
     u.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same output")
-    u.add_argument("--tile", type=int, help="tile size in LR pixels for large images (default: no tiling)")
+    u.add_argument("--tile", type=int, help="tile size in LR pixels for large images (default: no tiling; saves "
+                   "memory, but tiles of the shipped UNet differ slightly: README, Known problems)")
     u.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in LR pixels (at most tile/2)")
     u.add_argument("--batch-size", type=int, default=4, help="tiles per network pass when tiling")
     u.add_argument("--color-fix", default="none", choices=["none", "wavelet", "adain"],
