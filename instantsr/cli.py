@@ -237,6 +237,15 @@ def cmd_bench(args) -> None:
 
 
 # ---- parser -----------------------------------------------------------------------------------------------
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """--device and the precision flags (--dtype, or --fp32/--fp16/--bf16), as upscaler CLIs spell them."""
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: fp16 on cuda, fp32 on cpu")
+    for name in ("fp32", "fp16", "bf16"):
+        precision.add_argument(f"--{name}", dest="dtype", action="store_const", const=name, help=f"--dtype {name}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="instantsr", description="One-step diffusion image super-resolution.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -315,12 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--ext", default="auto", choices=["auto", "png", "jpg", "webp"],
                    help="output format; auto keeps png/jpg/webp/bmp, png otherwise")
     u.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
-    u.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
-    precision = u.add_mutually_exclusive_group()
-    precision.add_argument("--dtype", choices=["fp32", "fp16", "bf16"],
-                           help="default: fp16 on cuda, fp32 on cpu")
-    for name in ("fp32", "fp16", "bf16"):
-        precision.add_argument(f"--{name}", dest="dtype", action="store_const", const=name, help=f"--dtype {name}")
+    add_device_options(u)
     u.set_defaults(func=cmd_upscale)
 
     b = sub.add_parser("bench", help="speed, memory, size and quality of models, with bicubic as the floor",
@@ -353,11 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-quality", action="store_true", help="skip the quality columns")
     b.add_argument("--save-sr", action="store_true", help="keep the SR images in OUT/sr/NAME-sSTEPS")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when present)")
-    precision = b.add_mutually_exclusive_group()
-    precision.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: fp16 on cuda, fp32 on cpu")
-    for name in ("fp32", "fp16", "bf16"):
-        precision.add_argument(f"--{name}", dest="dtype", action="store_const", const=name, help=f"--dtype {name}")
+    add_device_options(b)
     b.set_defaults(func=cmd_bench)
     return p
 
