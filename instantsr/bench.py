@@ -566,8 +566,9 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     if settings:
         budget = f", fewer (×n: n runs) where they would pass {cfg.budget_s:g} s" if cfg.budget_s else ""
         notes.append(f"s/img: median (min–max) of {cfg.repeats} timed run(s){budget} after {cfg.warmup} warm-up "
-                     f"run(s), on random LR inputs; tiled settings run one image with {cfg.tile_batch} tiles per "
-                     f"pass and {cfg.tile_overlap} px overlap. Peak memory: {cond['memory']}.")
+                     f"run(s), on random LR inputs; tiled settings run one image: our UNets layer by layer in exact "
+                     f"tiles, other networks in tiles of the whole network blended over {cfg.tile_overlap} px, "
+                     f"{cfg.tile_batch} per pass. Peak memory: {cond['memory']}.")
         notes.append("passes/img: network forward calls per image, counted by a hook (bicubic has none).")
     if quality:
         notes.append(f"Quality on {n_quality} image(s) of {cfg.lr} against {cfg.hr}, SR written as 8-bit PNG "

@@ -314,10 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for multi-step teachers: SinSR's deterministic ODE or ResShift's stochastic sampler "
                         "(default: the model's)")
     u.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same output")
-    u.add_argument("--tile", type=int, help="tile size in LR pixels for large images (default: no tiling; saves "
-                   "memory, but tiles of the shipped UNet differ slightly: README, Known problems)")
-    u.add_argument("--tile-overlap", type=int, default=32, help="tile overlap in LR pixels (at most tile/2)")
-    u.add_argument("--batch-size", type=int, default=4, help="tiles per network pass when tiling")
+    u.add_argument("--tile", type=int, help="tile size in LR pixels for large images (default: no tiling). Our "
+                   "UNets run layer by layer in tiles, exactly as untiled (no seams); other networks run whole "
+                   "on overlapping tiles, blended")
+    u.add_argument("--tile-overlap", type=int, default=32,
+                   help="overlap in LR pixels of blended tiles (other networks, latent codecs; at most tile/2)")
+    u.add_argument("--batch-size", type=int, default=4, help="blended tiles per network pass")
     u.add_argument("--color-fix", default="none", choices=["none", "wavelet", "adain"],
                    help="match the colours of the bicubic-upscaled input")
     u.add_argument("--suffix", default="", help="appended to each output file name")

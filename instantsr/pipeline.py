@@ -445,24 +445,34 @@ class Upscaler:
         y, cond = model.condition(lq, generator, encode)
         cond = cond.to(dtype)
         noise = self._noise(y, seed)
-        denoiser, bar = model.denoiser, None
+        denoiser, bar, exact_tiles = model.denoiser, None, False
         if tile is not None:
             latent_per_lr = Fraction(model.scale, model.codec.scale_factor)
-            denoiser = TiledDenoiser(model.denoiser, max(1, math.floor(tile * latent_per_lr)),
-                                     math.floor(tile_overlap * latent_per_lr), batch_size,
-                                     align=getattr(model.backbone, "multiple", 1))
-            n_tiles = denoiser.num_tiles(y, (cond, y))
+            latent_tile = max(1, math.floor(tile * latent_per_lr))
+            exact_tiles = hasattr(model.backbone, "enable_tiling") and max(y.shape[-2:]) > latent_tile
+            if exact_tiles:  # the whole-image result, layer by layer in tiles: no seams (nets/tiled_unet.py)
+                n_tiles = model.backbone.num_tiles(tuple(y.shape[-2:]), latent_tile)
+            else:  # other backbones: whole-network tiles, blended over their overlaps
+                denoiser = TiledDenoiser(model.denoiser, latent_tile, math.floor(tile_overlap * latent_per_lr),
+                                         batch_size, align=getattr(model.backbone, "multiple", 1))
+                n_tiles = denoiser.num_tiles(y, (cond, y))
             if progress and n_tiles > 1:
                 from tqdm.auto import tqdm
 
                 n_steps = len(model.schedule.respaced(steps or model.steps).timesteps)
                 bar = tqdm(total=n_tiles * n_steps, unit="tile", desc="denoising", leave=False)
-                denoiser.on_batch = bar.update
+            on_tile = bar.update if bar is not None else None
+            if exact_tiles:
+                model.backbone.enable_tiling(latent_tile, on_tile=on_tile)
+            else:
+                denoiser.on_batch = on_tile
         try:
             x0 = model.sample(y, cond, steps, sampler, generator, noise, denoiser)
         finally:
             if bar is not None:
                 bar.close()
+            if exact_tiles:
+                model.backbone.disable_tiling()
         sr = self._codec(model.codec.decode, x0, tuple(x0.shape[-2:])).float()
         s = model.scale
         return ((sr[..., : h * s, : w * s] + 1) / 2).clamp_(0, 1)

@@ -48,3 +48,13 @@ def test_upscale_cli_needs_no_model_argument(tmp_path):
     assert cli.main(["upscale", "-i", str(EXAMPLES / "lr" / "aitzgorri.png"), "-o", str(tmp_path)]) in (0, None)
     out = read_image(tmp_path / "aitzgorri.png")
     assert out.size == (256, 256)
+
+
+def test_default_model_tiles_show_no_seam():
+    # Issue 4's check: a smooth gradient upscaled with tiles and without differs by under 1/255 away from the
+    # border (the tiled UNet runs exactly: nets/tiled_unet.py).
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 192), torch.linspace(0, 1, 192), indexing="ij")
+    lr = torch.stack([0.1 + 0.8 * xx, 0.2 + 0.6 * yy, 0.5 + 0.3 * (xx - yy)])
+    up = Upscaler.from_pretrained()
+    whole, tiled = up(lr, seed=0), up(lr, seed=0, tile=64)
+    assert (tiled - whole)[:, 16:-16, 16:-16].abs().max() < 1 / 255

@@ -1,8 +1,10 @@
-"""Why `--tile` shows seams with the shipped model: the README's "Known problems" figures.
+"""Why blended whole-network tiles show seams with a GroupNorm UNet, and so why `--tile` runs our UNets
+layer by layer instead (`instantsr/nets/tiled_unet.py`, exact: README, "Tiling").
 
-Upscales a 256x256 smooth gradient and a RealSR photo crop whole and in tiles of 64 LR px, and prints the
-largest and mean difference (in 1/255, 4 px LR border excluded) for the GroupNorm statistics a tile uses:
-  per-tile     the model as it is
+Upscales a 256x256 smooth gradient and a 128x128 RealSR photo whole and in blended tiles of 64 LR px
+(`pipeline.TiledDenoiser`, still the path for other backbones), and prints the largest and mean difference (in
+1/255, 4 px LR border excluded) for the GroupNorm statistics a tile uses:
+  per-tile     the network as it is
   stride/area  statistics of the whole input subsampled / area-downscaled to one tile (Tiled VAE's fast mode)
   exact        the whole image's own statistics (recorded in an untiled pass), overlap 16 and 32
   exact, no mid-block attention   the same with the attention skipped in both runs
@@ -18,9 +20,24 @@ import torch.nn.functional as F
 
 import instantsr.pipeline as P
 from instantsr.io import read_image
+from instantsr.model import SRModel
 from instantsr.pipeline import TiledDenoiser, Upscaler
 
-up = Upscaler.from_pretrained()
+
+class BlendedTiles(torch.nn.Module):
+    """The shipped UNet without its exact tiling, so that `tile=` blends whole-network tiles."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.multiple = net, net.multiple
+
+    def forward(self, *args):
+        return self.net(*args)
+
+
+shipped = Upscaler.from_pretrained().model
+up = Upscaler(SRModel(BlendedTiles(shipped.backbone), shipped.codec, shipped.schedule, scale=shipped.scale,
+                      steps=shipped.steps, sampler=shipped.sampler, sigma_data=shipped.sigma_data))
 STATS: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 MODE = {"now": None}  # None: ordinary GroupNorm; "record": also store the statistics; "apply": use stored ones
 
@@ -102,7 +119,7 @@ photo = read_image(sorted(realsr.iterdir())[3]).rgb[:, :256, :256]
 for label, lr in (("gradient", gradient(256, 256)), ("photo", photo)):
     for how, overlap in ((None, 16), ("stride", 16), ("area", 16), ("exact", 16), ("exact", 32)):
         report(label, lr, how, overlap)
-attention = up.model.backbone.unet.mid_block.attentions
+attention = up.model.backbone.net.unet.mid_block.attentions
 attention[0] = type("Skip", (torch.nn.Module,), {"forward": lambda self, h, *a, **k: h})()
 for label, lr in (("gradient", gradient(256, 256)), ("photo", photo)):
     for overlap in (16, 32):

@@ -7,6 +7,8 @@ The backbone takes the already-scaled x_t; the wrapper that scales inputs lives 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from diffusers import UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -76,8 +78,29 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
             lq = torch.cat([lq, lq.new_zeros(lq.shape[0], missing, *lq.shape[-2:])], 1)
         return torch.cat([x, lq.to(x.dtype)], 1)
 
+    def enable_tiling(self, tile: int, store: torch.device | str | None = None,
+                      on_tile: Callable[[int], object] | None = None) -> None:
+        """Run inputs larger than `tile` latent px layer by layer in tiles (exact: `tiled_unet`), keeping the
+        full feature maps on `store` (default: the model's device; "cpu" saves GPU memory); `on_tile(1)` after
+        each convolution tile."""
+        self._tiling = (tile, store, on_tile)
+
+    def disable_tiling(self) -> None:
+        self._tiling = None
+
+    def num_tiles(self, size: tuple[int, int], tile: int) -> int:
+        """Convolution tiles of one tiled forward pass over a latent of `size` (a progress bar's total)."""
+        from instantsr.nets.tiled_unet import TiledUNetRunner
+
+        return TiledUNetRunner(self.unet, tile).num_tiles(size)
+
     def forward(self, x: torch.Tensor, t_index: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         t = t_index.expand(x.shape[0]) if t_index.ndim == 0 else t_index
+        tiling = getattr(self, "_tiling", None)
+        if tiling is not None and max(x.shape[-2:]) > tiling[0] and not torch.is_grad_enabled():
+            from instantsr.nets.tiled_unet import TiledUNetRunner
+
+            return TiledUNetRunner(self.unet, *tiling)(self._input(x, lq), t).to(x.device)
         return self.unet(self._input(x, lq), t).sample
 
     def encoder_features(self, x: torch.Tensor, t_index: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
