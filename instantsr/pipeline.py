@@ -462,8 +462,9 @@ class Upscaler:
                 n_steps = len(model.schedule.respaced(steps or model.steps).timesteps)
                 bar = tqdm(total=n_tiles * n_steps, unit="tile", desc="denoising", leave=False)
             on_tile = bar.update if bar is not None else None
-            if exact_tiles:
-                model.backbone.enable_tiling(latent_tile, on_tile=on_tile)
+            if exact_tiles:  # on a GPU the full feature maps wait in host memory: GPU memory holds one tile's
+                store = "cpu" if device.type != "cpu" else None
+                model.backbone.enable_tiling(latent_tile, store=store, on_tile=on_tile)
             else:
                 denoiser.on_batch = on_tile
         try:
