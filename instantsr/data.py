@@ -128,15 +128,21 @@ def degrade_collate(items, scale: int = 4, preset: str = "realesrgan"):
     return hr, kernels, int(pixel_seed)
 
 
-def degrade_pairs(batch, device: torch.device | str = "cpu", scale: int = 4, preset: str = "realesrgan"):
+def degrade_pairs(batch, device: torch.device | str = "cpu", scale: int = 4, preset: str = "realesrgan",
+                  clean_fraction: float = 0.0):
     """A `degrade_collate` batch -> (hr, lr) on `device`, degraded there (on a GPU the CPU does not bound
-    training)."""
+    training). The first round(clean_fraction * batch) pairs get plain bicubic LR instead (the batch is a random
+    draw, so which ones does not matter)."""
     from .degrade import make_lr
 
     hr, kernels, seed = batch
     hr = hr.to(device, non_blocking=True)
     generator = torch.Generator(hr.device).manual_seed(seed)
-    return hr, make_lr(hr, scale, preset, generator, kernels)
+    lr = make_lr(hr, scale, preset, generator, kernels)
+    clean = round(clean_fraction * hr.shape[0])
+    if clean:
+        lr[:clean] = make_lr(hr[:clean], scale, "bicubic")
+    return hr, lr
 
 
 class StepSampler(torch.utils.data.Sampler):

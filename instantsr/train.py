@@ -60,6 +60,9 @@ class TrainConfig:
     crop: int = 256  # HR crop size
     scale: int = 4
     degradation: str = "realesrgan"  # realesrgan | bicubic | avgpool
+    clean_fraction: float = 0.0  # share of each batch degraded by plain bicubic instead: real cameras (RealSR)
+    #                              are milder than Real-ESRGAN's pipeline, and a model that never saw mild LR
+    #                              over-restores it at many steps (our deviation; 0 = ResShift)
     num_workers: int = 2
     cache_images: bool = False  # keep decoded training images in memory
     log_every: int = 10
@@ -219,7 +222,7 @@ class Trainer:
                     self._save_checkpoint(acc, step, nets, optimizers, schedulers, ema)
                     break
                 for micro_step in range(cfg.grad_accum):
-                    hr, lr = degrade_pairs(next(batches), device, cfg.scale, preset)
+                    hr, lr = degrade_pairs(next(batches), device, cfg.scale, preset, cfg.clean_fraction)
                     gen = torch.Generator(device).manual_seed(seed_of(cfg.seed, step, acc.process_index, micro_step))
                     ctx = StepContext(acc, optimizers, schedulers, cfg.grad_clip, step, gen)
                     with acc.accumulate(*wrapped.values()), acc.autocast():

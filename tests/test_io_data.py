@@ -124,6 +124,10 @@ def test_degrade_collate_gives_matching_pairs(hr_folder):
     hr_b, kernels, _ = degrade_collate(items, scale=4, preset="bicubic")
     assert kernels is None and torch.equal(degrade_pairs((hr_b, None, 0), "cpu", 4, "bicubic")[1],
                                            make_lr(hr_b, 4, "bicubic"))
+    # clean_fraction: the first third of the batch gets bicubic LR, the rest the same Real-ESRGAN LR as before
+    _, mixed = degrade_pairs(degrade_collate(items, scale=4), "cpu", scale=4, clean_fraction=1 / 3)
+    assert torch.equal(mixed[:1], make_lr(hr[:1], 4, "bicubic")) and not torch.equal(mixed[:1], lr[:1])
+    assert torch.equal(mixed[1:], lr[1:])
 
 
 def test_paired_folder_matches_stems(tmp_path):

@@ -148,6 +148,29 @@ def test_init_from_model_folder_and_loss_repeats(hr_folder, tmp_path):
         ResShiftRecipe(replace(TINY, unet="small", init=str(first / "model")))
 
 
+def test_init_with_another_sigma_data_keeps_the_one_step_prediction(hr_folder, tmp_path):
+    from instantsr.diffusion.resshift import ResShiftDenoiser, skip_scalings
+
+    torch.manual_seed(0)
+    first = tmp_path / "first"
+    Trainer(ResShiftRecipe(TINY), tiny_train_config(hr_folder, steps=2), first, "resshift").run()
+    start = SRModel.from_pretrained(first / "model")
+    recipe = ResShiftRecipe(replace(TINY, init=str(first / "model"), sigma_data=0.04))
+    moved = ResShiftDenoiser(recipe.backbone, recipe.schedule, recipe.sigma_data)
+    g = torch.Generator().manual_seed(1)
+    x_t, y, lq = torch.randn(2, 48, 8, 8, generator=g), torch.randn(2, 48, 8, 8, generator=g), torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        t = torch.full((2,), recipe.schedule.T - 1)
+        before, after = start.denoiser(x_t, t, (lq, y)), moved(x_t, t, (lq, y))
+        # the network's term c_out net(...) is unchanged; only the (tiny) skip term at T differs
+        skip_change = skip_scalings(t, recipe.schedule, 0.04, y)[0] - skip_scalings(t, recipe.schedule, 0.25, y)[0]
+        torch.testing.assert_close(after - before, skip_change * (x_t - y), rtol=0, atol=1e-5)
+        t = torch.full((2,), 1)  # at low t the skip changed, so the prediction does
+        assert (moved(x_t, t, (lq, y)) - start.denoiser(x_t, t, (lq, y))).abs().max() > 0.1
+    with pytest.raises(ValueError, match="sigma_data"):  # no rescaling to or from the paper's plain x0
+        ResShiftRecipe(replace(PLAIN, init=str(first / "model")))
+
+
 def test_shipped_recipe_configs_parse():
     # configs/default/*.toml are the recipe of the shipped model: every key must still be a known field.
     from instantsr.cli import method_config_class

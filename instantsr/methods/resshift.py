@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..codecs import KLCodec, PixelUnshuffleCodec
-from ..diffusion.resshift import ResShiftDenoiser, ResShiftLoss, ResShiftSchedule
+from ..diffusion.resshift import ResShiftDenoiser, ResShiftLoss, ResShiftSchedule, skip_scalings
 from ..model import SRModel, encode_condition
 from ..nets.unet import ConditionalUNet
 
@@ -47,6 +47,18 @@ def build_codec(spec: str, scale: int):
     return KLCodec.from_pretrained(spec, local_files_only=True)
 
 
+def rescale_output(backbone: ConditionalUNet, schedule: ResShiftSchedule, old: float | None, new: float | None):
+    """Carry a teacher over to another sigma_data: scale the last convolution by c_out_old / c_out_new at t=T,
+    so that the one-step prediction (where c_skip is ~0) is unchanged and fine-tuning starts from it."""
+    if old is None or new is None:
+        raise ValueError("init and config must both use residual preconditioning (sigma_data > 0) to change it")
+    t_last, like = torch.tensor([schedule.T - 1]), torch.zeros(1, 1, 1, 1)
+    ratio = skip_scalings(t_last, schedule, old, like)[1] / skip_scalings(t_last, schedule, new, like)[1]
+    with torch.no_grad():
+        for p in backbone.unet.conv_out.parameters():
+            p.mul_(float(ratio))
+
+
 class ResShiftRecipe:
     """Trains a ResShift teacher from scratch."""
 
@@ -62,6 +74,8 @@ class ResShiftRecipe:
             self.backbone.load_state_dict(start.backbone.state_dict())  # strict: a wrong preset says so
         self.loss = ResShiftLoss(self.schedule)
         self.sigma_data = config.sigma_data or None
+        if config.init and start.sigma_data != self.sigma_data:
+            rescale_output(self.backbone, self.schedule, start.sigma_data, self.sigma_data)
         self._train_backbone = self.backbone
 
     def networks(self) -> dict:
