@@ -17,7 +17,7 @@ So the network cancels almost none of the passed noise at any t; without that no
 be 0.0017, far below its 0.0079 at t 4. Each step of a multi-step sampler adds that noise back as texture.
 sigma_data = 0.2 is also well above the 0.115 measured on these crops, which makes c_skip, and the passed noise, about
 twice as large as the linear estimate for this residual would (0.42 against 0.19 at t 1).
-The stage-4 teacher (the default model now: sigma_data 0.115, 20 CPU minutes from stage 3) gives x0 MSE
+The stage-4 teacher (the session-4 default: sigma_data 0.115, 20 CPU minutes from stage 3) gives x0 MSE
 0.0013 / 0.0045 / 0.0047 / 0.0052 / 0.0058 at t 0-4 and 0.0117 at t 14; it still cancels none of the noise it
 is passed (coefficient 0.046 against 0.045 at t 1), but it is passed half as much.
 
