@@ -135,6 +135,8 @@ def degrade_pairs(batch, device: torch.device | str = "cpu", scale: int = 4, pre
     draw, so which ones does not matter)."""
     from .degrade import make_lr
 
+    if not 0 <= clean_fraction <= 1:
+        raise ValueError(f"clean_fraction must be between 0 and 1, not {clean_fraction}")
     hr, kernels, seed = batch
     hr = hr.to(device, non_blocking=True)
     generator = torch.Generator(hr.device).manual_seed(seed)

@@ -128,6 +128,8 @@ def test_degrade_collate_gives_matching_pairs(hr_folder):
     _, mixed = degrade_pairs(degrade_collate(items, scale=4), "cpu", scale=4, clean_fraction=1 / 3)
     assert torch.equal(mixed[:1], make_lr(hr[:1], 4, "bicubic")) and not torch.equal(mixed[:1], lr[:1])
     assert torch.equal(mixed[1:], lr[1:])
+    with pytest.raises(ValueError, match="clean_fraction"):
+        degrade_pairs(degrade_collate(items, scale=4), "cpu", scale=4, clean_fraction=-0.5)
 
 
 def test_paired_folder_matches_stems(tmp_path):
