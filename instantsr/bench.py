@@ -61,16 +61,18 @@ class Candidate:
     run: Callable[[torch.Tensor, int | None, int, int], torch.Tensor]
     network: nn.Module | None = None
     scale: int = 4
+    sampler: str = ""  # a teacher's sampler at several steps; "" where there is no choice (one step, others)
 
     @property
     def label(self) -> str:
         if self.name in ("bicubic", "realesrgan"):
             return self.name
-        return f"{self.name} ({self.steps} step{'' if self.steps == 1 else 's'})"
+        sampler = f", {self.sampler}" if self.sampler else ""
+        return f"{self.name} ({self.steps} step{'' if self.steps == 1 else 's'}{sampler})"
 
     @property
     def slug(self) -> str:
-        return f"{self.name}-s{self.steps}"
+        return f"{self.name}-s{self.steps}" + (f"-{self.sampler}" if self.sampler else "")
 
 
 class RealESRGANUpscaler:
@@ -108,8 +110,10 @@ def parse_model_spec(spec: str) -> tuple[str, Path]:
     return name or (path.resolve().parent.name if path.name == "model" else path.name), path
 
 
-def model_candidates(name: str, path: str | Path, steps: Sequence[int], device, dtype) -> list[Candidate]:
-    """A teacher (method resshift) at every step count it allows; any other model at its own steps."""
+def model_candidates(name: str, path: str | Path, steps: Sequence[int], device, dtype,
+                     samplers: Sequence[str] = ()) -> list[Candidate]:
+    """A teacher (method resshift) at every step count it allows, above one step with each of `samplers` (default:
+    its own); any other model at its own steps."""
     up = Upscaler.from_pretrained(path, device=device, dtype=dtype)
     model = up.model
     if model.method == "resshift":
@@ -122,11 +126,16 @@ def model_candidates(name: str, path: str | Path, steps: Sequence[int], device, 
         counts = [model.steps]
     params = count_params(model)
 
-    def runner(n_steps):
+    def runner(n_steps, sampler):
         return lambda lq, tile, overlap, batch: up.upscale_tensor(lq, steps=n_steps, seed=0, tile=tile,
-                                                                  tile_overlap=overlap, batch_size=batch)
+                                                                  tile_overlap=overlap, batch_size=batch,
+                                                                  sampler=sampler or None)
 
-    return [Candidate(name, s, params, str(path), runner(s), model.backbone, model.scale) for s in counts]
+    # one step is the same pass whatever the sampler, so it is measured once and labelled with none
+    pairs = [(s, "") if s == 1 or model.method != "resshift" else (s, sm) for s in counts
+             for sm in (samplers or [model.sampler])]
+    return [Candidate(name, s, params, str(path), runner(s, sm), model.backbone, model.scale, sm)
+            for s, sm in dict.fromkeys(pairs)]
 
 
 def realesrgan_candidate(device, dtype) -> Candidate:
@@ -341,7 +350,8 @@ def markdown_report(rows: list[dict], settings: Sequence[Setting], metrics: Sequ
             + (["peak MiB"] if settings else []) + [METRIC_LABELS.get(m, m) for m in metrics])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["name"], str(r["steps"]), str(r.get("passes_per_img", "-")), _fmt_params(r["params"])]
+        steps = f"{r['steps']} {r['sampler']}" if r.get("sampler") else str(r["steps"])
+        cells = [r["name"], steps, str(r.get("passes_per_img", "-")), _fmt_params(r["params"])]
         for s in settings:
             k = s.key
             cell = f"{_fmt(r.get(f's_img_{k}'))} ({_fmt(r.get(f's_img_{k}_min'))}–{_fmt(r.get(f's_img_{k}_max'))})"
@@ -369,7 +379,8 @@ def plot_perception_distortion(rows: list[dict], path: Path) -> None:
         if r.get("lpips") is None or r.get("psnr") is None:
             continue
         ax.scatter(r["lpips"], r["psnr"])
-        ax.annotate(f"{r['name']} ({r['steps']})", (r["lpips"], r["psnr"]), textcoords="offset points",
+        steps = f"{r['steps']} {r['sampler'][:5]}" if r.get("sampler") else r["steps"]
+        ax.annotate(f"{r['name']} ({steps})", (r["lpips"], r["psnr"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)
     ax.set_xlabel("LPIPS (alex) ↓")
     ax.set_ylabel("PSNR-Y (dB) ↑")
@@ -390,10 +401,16 @@ def plot_speed(rows: list[dict], settings: Sequence[Setting], path: Path) -> Non
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
     styles, markers = ["-", "--", ":", "-."], ["o", "s", "^", "D"]
-    names = list(dict.fromkeys(r["name"] for r in rows))
+    # one line per model and sampler; a row without a sampler (one step) belongs to each of its model's lines
+    lines: dict[str, list[dict]] = {}
+    for r in rows:
+        samplers = {q["sampler"] for q in rows if q["name"] == r["name"] and q.get("sampler")}
+        for sm in ([r["sampler"]] if r.get("sampler") else sorted(samplers) or [""]):
+            lines.setdefault(f"{r['name']} {sm}".strip(), []).append(r)
+    names = list(lines)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, name in enumerate(names):
-        mine = sorted((r for r in rows if r["name"] == name), key=lambda r: r["steps"])
+        mine = sorted(lines[name], key=lambda r: r["steps"])
         for j, s in enumerate(settings):
             pts = [(r["steps"], r[f"s_img_{s.key}"]) for r in mine if r.get(f"s_img_{s.key}")]
             if pts:
@@ -440,6 +457,7 @@ class BenchConfig:
     hr: str | None = None
     output: str = "bench"
     steps: tuple[int, ...] = DEFAULT_STEPS
+    samplers: tuple[str, ...] = ()  # a teacher's samplers above one step; () = each model's own
     sizes: tuple[int, ...] = (64, 128, 256)
     batches: tuple[int, ...] | None = None  # None: (1, 64) on CUDA, (1, 8) on CPU
     tile: int | None = 64
@@ -483,7 +501,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         while name in names:
             name, k = f"{base}-{k}", k + 1
         names.add(name)
-        cands += model_candidates(name, path, cfg.steps, device, dtype)
+        cands += model_candidates(name, path, cfg.steps, device, dtype, cfg.samplers)
     if "realesrgan" in cfg.baselines:
         if "realesrgan" in names:
             raise ValueError("the name realesrgan is taken by the --baseline; name the model otherwise (NAME=DIR)")
@@ -495,7 +513,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     cands[0] = bicubic_candidate(scale)
 
     settings = speed_settings(cfg.sizes, batches, cfg.tile) if cfg.speed else []
-    rows = [{"name": c.name, "steps": c.steps, "params": c.params, "source": c.source,
+    rows = [{"name": c.name, "steps": c.steps, "sampler": c.sampler, "params": c.params, "source": c.source,
              "passes_per_img": count_passes(c, device, min(cfg.sizes))} for c in cands]
     if cfg.speed:
         for c, row in zip(tqdm(cands, desc="speed", unit="model"), rows):
@@ -541,7 +559,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
                     img_rows, summary = evaluate_folder(sr_dir, cfg.hr, list(cfg.metrics), device=str(device),
                                                         suite=suite, desc=c.label)
                 row.update({m: summary[m] for m in cfg.metrics}, images=summary["images"])
-                per_image += [{"name": c.name, "steps": c.steps, **r} for r in img_rows]
+                per_image += [{"name": c.name, "steps": c.steps, "sampler": c.sampler, **r} for r in img_rows]
             if cfg.strip_images > 0:
                 crops_strip(lr_files[:cfg.strip_images], Path(cfg.hr), sr_dirs, out / "strip.png", cfg.crop, scale)
                 images.append("strip.png")

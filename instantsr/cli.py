@@ -221,18 +221,25 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _samplers(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if not names or set(names) - {"deterministic", "stochastic"}:
+        raise argparse.ArgumentTypeError(f"expected deterministic and/or stochastic, got {text!r}")
+    return names
+
+
 def cmd_bench(args) -> None:
     from .bench import BenchConfig, run_bench
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     run_bench(BenchConfig(
         models=args.model or [], baselines=args.baseline or [], lr=args.lr, hr=args.hr, output=args.output,
-        steps=args.steps, sizes=args.sizes, batches=args.batch, tile=args.tile or None,
-        tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, repeats=args.repeats, warmup=args.warmup,
-        budget_s=args.budget or None,
-        max_images=args.max_images, quality_tile=args.quality_tile, metrics=metrics,
-        strip_images=args.strip_images, crop=args.crop, device=args.device, dtype=args.dtype,
-        speed=not args.no_speed, quality=not args.no_quality, save_sr=args.save_sr, seed=args.seed))
+        steps=args.steps, samplers=args.samplers or (), sizes=args.sizes, batches=args.batch,
+        tile=args.tile or None, tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, repeats=args.repeats,
+        warmup=args.warmup, budget_s=args.budget or None, max_images=args.max_images,
+        quality_tile=args.quality_tile, metrics=metrics, strip_images=args.strip_images, crop=args.crop,
+        device=args.device, dtype=args.dtype, speed=not args.no_speed, quality=not args.no_quality,
+        save_sr=args.save_sr, seed=args.seed))
     print(f"wrote {args.output}/report.md, bench.csv, conditions.json and plots")
 
 
@@ -341,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--hr", help="paired HR folder (matched by file name stem)")
     b.add_argument("-o", "--output", required=True, help="output folder")
     b.add_argument("--steps", type=_int_list, default=(1, 4, 15), help="teacher step counts (default 1,4,15)")
+    b.add_argument("--samplers", type=_samplers, metavar="LIST",
+                   help="teacher samplers above one step, comma-separated: deterministic,stochastic "
+                        "(default: each model's own)")
     b.add_argument("--sizes", type=_int_list, default=(64, 128, 256), help="LR sides timed (default 64,128,256)")
     b.add_argument("--batch", type=_int_list, help="batch sizes at untiled sizes (default 1,64 on cuda, 1,8 on cpu)")
     b.add_argument("--tile", type=int, default=64, help="sizes above this run tiled (LR px; 0: never; default 64)")
@@ -357,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--crop", type=int, default=48, help="side of the strip crops in LR pixels")
     b.add_argument("--no-speed", action="store_true", help="skip the timing")
     b.add_argument("--no-quality", action="store_true", help="skip the quality columns")
-    b.add_argument("--save-sr", action="store_true", help="keep the SR images in OUT/sr/NAME-sSTEPS")
+    b.add_argument("--save-sr", action="store_true", help="keep the SR images in OUT/sr/NAME-sSTEPS[-SAMPLER]")
     b.add_argument("--seed", type=int, default=0)
     add_device_options(b)
     b.set_defaults(func=cmd_bench)

@@ -23,7 +23,7 @@ from instantsr.codecs import PixelUnshuffleCodec
 from instantsr.degrade import imresize, quantize
 from instantsr.diffusion.resshift import ResShiftSchedule
 from instantsr.evaluate import evaluate_folder
-from instantsr.io import save_image
+from instantsr.io import read_image, save_image
 from instantsr.metrics import MetricSuite
 from instantsr.model import SRModel
 from instantsr.nets.rrdbnet import load_realesrgan_x4plus
@@ -91,7 +91,7 @@ def test_quality_equals_the_eval_code(bench_run):
         if name == "bicubic":  # as `instantsr eval --baseline bicubic`
             _, summary = evaluate_folder(None, root / "hr", METRICS, lr_dir=root / "lr", suite=suite)
         else:
-            sr_dir = out / "sr" / f"{name}-s{steps}"
+            sr_dir = out / "sr" / (f"{name}-s{steps}" + (f"-{r['sampler']}" if r["sampler"] else ""))
             assert sorted(p.name for p in sr_dir.iterdir()) == ["im0.png", "im1.png", "im2.png"]
             _, summary = evaluate_folder(sr_dir, root / "hr", METRICS, suite=suite)
         for m in METRICS:
@@ -181,3 +181,35 @@ def test_bench_help_and_one_line_errors(tmp_path, capsys):
     assert e.value.code == 0 and "usage: instantsr bench" in capsys.readouterr().out
     assert main(["bench", "-o", str(tmp_path / "out"), "--lr", str(tmp_path)]) == 2
     assert "quality needs both --lr LR_DIR and --hr HR_DIR" in capsys.readouterr().err
+
+
+def test_teacher_at_each_sampler_above_one_step(tmp_path, capsys):
+    """--samplers: one row per (steps, sampler) above one step, one row at one step; the stochastic images are
+    the Upscaler's own with that sampler and seed 0."""
+    from instantsr.pipeline import Upscaler
+
+    tiny_model(tmp_path / "teacher", "resshift", 15, 0)
+    for i in range(2):
+        hr = smooth_image(32, 32, i)
+        save_image(hr, tmp_path / "hr" / f"im{i}.png")
+        save_image(quantize(imresize(hr[None], scale=0.25))[0], tmp_path / "lr" / f"im{i}.png")
+    out = tmp_path / "out"
+    code = main(["bench", "-m", str(tmp_path / "teacher"), "--lr", str(tmp_path / "lr"), "--hr", str(tmp_path / "hr"),
+                 "-o", str(out), "--steps", "1,3", "--samplers", "deterministic,stochastic", "--no-speed",
+                 "--metrics", "psnr", "--strip-images", "0", "--save-sr", "--fp32"])
+    assert code == 0
+    rows = [(r["name"], r["steps"], r["sampler"]) for r in csv.DictReader(open(out / "bench.csv"))]
+    assert rows == [("bicubic", "0", ""), ("teacher", "1", ""), ("teacher", "3", "deterministic"),
+                    ("teacher", "3", "stochastic")]
+    assert "| teacher | 3 stochastic |" in (out / "report.md").read_text()
+    up = Upscaler.from_pretrained(tmp_path / "teacher")
+    lq = torch.stack([read_image(tmp_path / "lr" / f"im{i}.png").rgb for i in range(2)])
+    for sampler in ("deterministic", "stochastic"):
+        expected = up.upscale_tensor(lq, steps=3, seed=0, sampler=sampler, batch_size=1)
+        got = torch.stack([read_image(out / "sr" / f"teacher-s3-{sampler}" / f"im{i}.png").rgb for i in range(2)])
+        assert (got - expected).abs().max() <= 0.5 / 255 + 1e-6, sampler  # the same image, 8-bit
+    det, sto = (read_image(out / "sr" / f"teacher-s3-{s}" / "im0.png").rgb for s in ("deterministic", "stochastic"))
+    assert (det - sto).abs().max() > 1 / 255  # the two samplers really ran
+    with pytest.raises(SystemExit):  # argparse: one line naming the choices
+        main(["bench", "-o", str(out), "--samplers", "ddim"])
+    assert "expected deterministic and/or stochastic" in capsys.readouterr().err
