@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from .io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image
@@ -40,12 +42,18 @@ class HRCropDataset(Dataset):
 
     Images smaller than the crop are reflect-padded up to it (said once). With `cache=True` the decoded images
     are kept in memory as uint8 (worth it for a few hundred photos; DataLoader workers share them on fork).
+    `scales` is Real-ESRGAN's multi-scale HR (its generate_multiscale_DF2K.py: 1, 0.75, 0.5, 1/3), drawn per
+    crop instead of stored: each crop is the image downscaled by one of them (antialiased bicubic), among
+    those that leave its short side at least the crop; downscaling also averages away film grain and JPEG
+    noise, which a diffusion model otherwise learns to draw.
     """
 
     def __init__(self, folder: str | Path, crop: int = 256, augment: bool = True, cache: bool = False,
-                 min_side: int = 8):
+                 min_side: int = 8, scales: Sequence[float] = (1.0,)):
         self.files = find_images(folder)
-        self.crop, self.augment, self.min_side = crop, augment, min_side
+        if not scales or not all(0 < s <= 1 for s in scales):
+            raise ValueError(f"HR scales must be in (0, 1], not {list(scales)}")
+        self.crop, self.augment, self.min_side, self.scales = crop, augment, min_side, tuple(scales)
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
         self._bad: set[int] = set()
         self._said_small = False
@@ -94,21 +102,28 @@ class HRCropDataset(Dataset):
         else:
             raise EmptyFolderError("no readable images left")
         c, h, w = arr.shape
-        if h < self.crop or w < self.crop:
+        size = self.crop  # the region read from the image: crop / scale
+        if self.scales != (1.0,):
+            fits = [s for s in self.scales if s * min(h, w) >= self.crop] or [max(self.scales)]
+            size = round(self.crop / fits[int(rng.integers(len(fits)))])
+        if h < size or w < size:
             if not self._said_small:
-                warnings.warn(f"some images are smaller than the {self.crop}px crop; they are reflect-padded",
+                warnings.warn(f"some images are smaller than the {size}px crop; they are reflect-padded",
                               stacklevel=2)
                 self._said_small = True
-            ph, pw = max(0, self.crop - h), max(0, self.crop - w)
+            ph, pw = max(0, size - h), max(0, size - w)
             arr = np.pad(arr, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > max(ph, pw) else "edge")
             h, w = arr.shape[1:]
-        top, left = rng.integers(0, h - self.crop + 1), rng.integers(0, w - self.crop + 1)
-        patch = arr[:, top : top + self.crop, left : left + self.crop]
+        top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+        patch = arr[:, top : top + size, left : left + size]
         if self.augment:
             if rng.random() < 0.5:
                 patch = patch[:, :, ::-1]
             patch = np.rot90(patch, k=int(rng.integers(0, 4)), axes=(1, 2))
         crop = torch.from_numpy(np.ascontiguousarray(patch)).float().div_(255)
+        if size != self.crop:
+            crop = F.interpolate(crop[None], size=(self.crop, self.crop), mode="bicubic", antialias=True)[0]
+            crop = crop.clamp_(0, 1)
         return crop if seed is None else (crop, seed)
 
 

@@ -63,6 +63,8 @@ class TrainConfig:
     clean_fraction: float = 0.0  # share of each batch degraded by plain bicubic instead: real cameras (RealSR)
     #                              are milder than Real-ESRGAN's pipeline, and a model that never saw mild LR
     #                              over-restores it at many steps (our deviation; 0 = ResShift)
+    hr_scales: tuple[float, ...] = (1.0,)  # multi-scale HR as Real-ESRGAN's (1, 0.75, 0.5, 1/3): each crop from
+    #                                       the image downscaled by one of them (data.HRCropDataset)
     num_workers: int = 2
     cache_images: bool = False  # keep decoded training images in memory
     log_every: int = 10
@@ -197,7 +199,7 @@ class Trainer:
         optimizers = dict(zip(names, prepared[len(names):]))
         self.recipe.bind(wrapped)  # the recipe uses the (possibly DDP-wrapped) networks for training
 
-        dataset = HRCropDataset(cfg.data, crop=cfg.crop, cache=cfg.cache_images)
+        dataset = HRCropDataset(cfg.data, crop=cfg.crop, cache=cfg.cache_images, scales=cfg.hr_scales)
         micro = cfg.batch_size
         sampler = StepSampler(len(dataset), micro, seed=cfg.seed, start_step=step * cfg.grad_accum,
                               rank=acc.process_index)

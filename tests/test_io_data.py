@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
 from instantsr.codecs import KLCodec, PixelUnshuffleCodec
 from instantsr.config import read_config, write_config
@@ -91,6 +92,31 @@ def test_hr_crops_are_reproducible_and_small_images_padded(tmp_path):
         a, seed = ds[(0, 7)]
     assert a.shape == (3, 64, 64) and seed == 7
     assert torch.equal(ds[(1, 5)][0], ds[(1, 5)][0]) and not torch.equal(ds[(1, 5)][0], ds[(1, 6)][0])
+
+
+def _windows(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Every size x size window of a 3xHxW image, as a batch."""
+    w = image.unfold(1, size, 1).unfold(2, size, 1)  # 3 x rows x cols x size x size
+    return w.permute(1, 2, 0, 3, 4).reshape(-1, 3, size, size)
+
+
+def test_multiscale_crops_are_downscaled_regions(tmp_path):
+    image = torch.rand(3, 60, 72, generator=torch.Generator().manual_seed(0))
+    save_image(image, tmp_path / "hr" / "a.png")
+    image = (image * 255).round() / 255
+    ds = HRCropDataset(tmp_path / "hr", crop=16, augment=False, scales=(0.5,))
+    crop = ds[(0, 3)][0]
+    assert crop.shape == (3, 16, 16)
+    # a 32 px window of the image, downscaled by half (antialiased bicubic), and no other
+    smaller = F.interpolate(_windows(image, 32), size=(16, 16), mode="bicubic", antialias=True).clamp(0, 1)
+    err = (smaller - crop).abs().amax(dim=(1, 2, 3))
+    assert float(err.min()) < 1e-6 and int((err < 1e-3).sum()) == 1
+    # Scales that would leave no crop are skipped: at 0.2 the 60 px side is 12 px < 16, so 1.0 is used.
+    ds = HRCropDataset(tmp_path / "hr", crop=16, augment=False, scales=(1.0, 0.2))
+    for seed in range(4):
+        assert float((_windows(image, 16) - ds[(0, seed)][0]).abs().amax(dim=(1, 2, 3)).min()) < 1e-6
+    with pytest.raises(ValueError, match="HR scales"):
+        HRCropDataset(tmp_path / "hr", scales=(1.5,))
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):

@@ -144,7 +144,7 @@ def test_init_from_model_folder_and_loss_repeats(hr_folder, tmp_path):
                                                                                                      requires_grad=True)})
     Trainer(recipe, tiny_train_config(hr_folder, steps=1), tmp_path / "second", "resshift").run()
     assert seen == [4 * 3]
-    with pytest.raises(RuntimeError):  # a backbone of another size is refused
+    with pytest.raises(ValueError, match="does not fit"):  # a backbone of another size is refused
         ResShiftRecipe(replace(TINY, unet="small", init=str(first / "model")))
 
 

@@ -8,7 +8,7 @@
 set -uo pipefail
 OUT=${OUT:-runs/gpu_out}
 RUNS=${RUNS:-/tmp/instantsr_runs}
-STAGES=${STAGES:-teacher sinsr rsd}  # teacher1: stage 1, from scratch
+STAGES=${STAGES:-teacher sinsr rsd}  # teacher1: stage 1, from scratch; teacher_base: the next teacher
 mkdir -p "$OUT" "$RUNS"
 if ! python3 -c "import diffusers" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl || exit 1
@@ -22,6 +22,7 @@ for stage in $STAGES; do
     case $stage in
     teacher1) train resshift --config configs/default/teacher_stage1.toml --out $RUNS/teacher1 "$@" ;;
     teacher) train resshift --config configs/default/teacher.toml --out $RUNS/teacher "$@" ;;  # from .carry/teacher_init
+    teacher_base) train resshift --config configs/default/teacher_base.toml --out $RUNS/teacher_base "$@" ;;
     sinsr|rsd)
         [ -d $RUNS/teacher/model ] || tar -C $RUNS -xf .carry/teacher.tar
         train $stage --config configs/default/$stage.toml --teacher $RUNS/teacher --out $RUNS/$stage "$@" ;;

@@ -59,6 +59,16 @@ def rescale_output(backbone: ConditionalUNet, schedule: ResShiftSchedule, old: f
             p.mul_(float(ratio))
 
 
+def load_init(backbone: ConditionalUNet, start: ConditionalUNet, source: str) -> None:
+    """`start`'s weights into `backbone`, all of them, or one line that says why they do not fit."""
+    ours, theirs = backbone.state_dict(), start.state_dict()
+    if ours.keys() != theirs.keys() or any(v.shape != theirs[k].shape for k, v in ours.items()):
+        raise ValueError(f"init {source}: its backbone ({type(start).__name__}, "
+                         f"{getattr(start.config, 'block_out_channels', '?')} channels) does not fit this config's "
+                         f"({backbone.config.block_out_channels}); use its `unet` preset and codec")
+    backbone.load_state_dict(theirs)
+
+
 class ResShiftRecipe:
     """Trains a ResShift teacher from scratch."""
 
@@ -71,7 +81,7 @@ class ResShiftRecipe:
         self.backbone = ConditionalUNet.from_preset(config.unet, latent_channels=self.codec.latent_channels)
         if config.init:
             start = SRModel.from_pretrained(config.init)
-            self.backbone.load_state_dict(start.backbone.state_dict())  # strict: a wrong preset says so
+            load_init(self.backbone, start.backbone, config.init)
         self.loss = ResShiftLoss(self.schedule)
         self.sigma_data = config.sigma_data or None
         if config.init and start.sigma_data != self.sigma_data:
