@@ -44,8 +44,8 @@ class HRCropDataset(Dataset):
     are kept in memory as uint8 (worth it for a few hundred photos; DataLoader workers share them on fork).
     `scales` is Real-ESRGAN's multi-scale HR (its generate_multiscale_DF2K.py: 1, 0.75, 0.5, 1/3), drawn per
     crop instead of stored: each crop is the image downscaled by one of them (antialiased bicubic), among
-    those that leave its short side at least the crop; downscaling also averages away film grain and JPEG
-    noise, which a diffusion model otherwise learns to draw.
+    those that leave its short side at least the crop. Downscaling also averages away film grain and JPEG
+    noise, which our teacher drew at 15 steps (README, "Known problems").
     """
 
     def __init__(self, folder: str | Path, crop: int = 256, augment: bool = True, cache: bool = False,
@@ -103,7 +103,7 @@ class HRCropDataset(Dataset):
             raise EmptyFolderError("no readable images left")
         c, h, w = arr.shape
         size = self.crop  # the region read from the image: crop / scale
-        if self.scales != (1.0,):
+        if self.scales != (1.0,):  # (no extra random draw otherwise: single-scale crops stay as they were)
             fits = [s for s in self.scales if s * min(h, w) >= self.crop] or [max(self.scales)]
             size = round(self.crop / fits[int(rng.integers(len(fits)))])
         if h < size or w < size:
