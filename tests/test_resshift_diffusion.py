@@ -319,6 +319,31 @@ def test_resshift_loss():
     assert counts.sum() == 400 and torch.all(counts > 0)
 
 
+def test_resshift_loss_perceptual_term():
+    """The journal version's MSE + w LPIPS(decode(x0_hat), HR): value, gradient through the decoder, clamp."""
+    x0, y = _pair(dtype=torch.float32)
+    image = torch.rand(x0.shape, generator=_gen(16))
+    gain = torch.ones((), requires_grad=True)
+
+    def model(x_t, t_index, cond):  # x0_hat depends on a parameter, so the gradient path can be checked
+        return gain * _smooth_model(x0, scale=2.0)(x_t, t_index, cond)
+
+    decode = lambda z: 0.5 * z  # noqa: E731  (a codec's latent -> image in [-1, 1])
+    l1 = lambda sr, hr: (sr - hr).abs().flatten(1).mean(1)  # noqa: E731  (a stand-in perceptual distance)
+    t, noise = torch.tensor([0, 14]), torch.randn(x0.shape, generator=_gen(17))
+    plain = ResShiftLoss(SCHEDULE)(model, x0, y, cond=0.0, t_index=t, noise=noise)
+    got = ResShiftLoss(SCHEDULE, l1, 0.5, decode)(model, x0, y, cond=0.0, t_index=t, noise=noise, image=image)
+    x0_hat = model(q_sample(x0, y, t, noise, SCHEDULE), t, 0.0)
+    sr = (decode(x0_hat).clamp(-1, 1) + 1) / 2  # clamped as the official; some values are out of range here
+    assert (decode(x0_hat).abs() > 1).any()
+    torch.testing.assert_close(got, plain + 0.5 * l1(sr, image))
+    (grad_plain,) = torch.autograd.grad(plain.sum(), gain)
+    (grad_full,) = torch.autograd.grad(got.sum(), gain)
+    assert grad_full != grad_plain  # the perceptual term reaches the network through the decoder
+    with pytest.raises(ValueError, match="image="):
+        ResShiftLoss(SCHEDULE, l1, 0.5, decode)(model, x0, y, cond=0.0)
+
+
 def test_progress_bar_runs():
     x0, y = _pair()
     out = sample_deterministic(_exact(x0), y, SCHEDULE, generator=_gen(0), steps=4, progress=True)

@@ -148,6 +148,21 @@ def test_init_from_model_folder_and_loss_repeats(hr_folder, tmp_path):
         ResShiftRecipe(replace(TINY, unet="small", init=str(first / "model")))
 
 
+def test_perceptual_term_trains_with_real_lpips(hr_folder, tmp_path):
+    # lpips_weight adds LPIPS(decode(x0_hat), HR) to every step's loss (ResShift's journal version).
+    runs = {}
+    for name, config in (("plain", TINY), ("lpips", replace(TINY, lpips_weight=1.0, lpips_net="alex"))):
+        torch.manual_seed(0)
+        recipe = ResShiftRecipe(config)
+        Trainer(recipe, tiny_train_config(hr_folder, steps=2), tmp_path / name, "resshift").run()
+        runs[name] = losses(tmp_path / name)
+    assert recipe.loss.perceptual is recipe.lpips and recipe.lpips.net_name == "alex"
+    # Same seed, same first batch and draws: the first loss differs by the LPIPS term, which is positive.
+    assert runs["lpips"][0] > runs["plain"][0] + 0.01
+    with pytest.raises(ValueError, match="alex"):
+        ResShiftRecipe(replace(TINY, lpips_weight=1.0, lpips_net="squeeze"))
+
+
 def test_init_with_another_sigma_data_keeps_the_one_step_prediction(hr_folder, tmp_path):
     from instantsr.diffusion.resshift import ResShiftDenoiser, skip_scalings
 

@@ -317,14 +317,18 @@ def invert_deterministic(denoiser, x0, y, schedule, steps=None, cond=None, progr
 
 
 class ResShiftLoss:
-    """ResShift training loss (Yue et al. 2023): plain MSE on x0 at a uniform index."""
+    """ResShift training loss (Yue et al. 2023): MSE on x0 at a uniform index, plus, optionally, the
+    perceptual term of ResShift's journal version (official TrainerDifIRLPIPS): LPIPS on the decoded x0."""
 
     # Follows the official training_losses with loss_type MSE and predict x0: weight 1,
     # mean over all but the batch dimension; t ~ U{0, ..., T-1} over the full schedule.
-    def __init__(self, schedule: ResShiftSchedule):
+    def __init__(self, schedule: ResShiftSchedule, perceptual=None, perceptual_weight: float = 1.0, decode=None):
         self.schedule = schedule
+        self.perceptual = perceptual  # frozen perceptual(sr, hr) -> (N,), images in [0, 1]; None = plain MSE
+        self.perceptual_weight = perceptual_weight  # the official loss_coef[1] (1.0 in its journal configs)
+        self.decode = decode  # latent -> image in [-1, 1]: the codec's decode, needed with `perceptual`
 
-    def __call__(self, denoiser, x0, y, cond=None, generator=None, t_index=None, noise=None):
+    def __call__(self, denoiser, x0, y, cond=None, generator=None, t_index=None, noise=None, image=None):
         # denoiser:  denoiser(x_t, t_index, cond) -> x0_hat (unscaled x_t, see module docstring)
         # x0:        clean latent (N, C, H, W), the target
         # y:         latent of the bicubic-upsampled LR image, same shape as x0
@@ -332,6 +336,7 @@ class ResShiftLoss:
         # generator: for t_index and noise when they are not given (on x0's device)
         # t_index:   LongTensor (N,) of original indices; uniform when None
         # noise:     standard normal like x0; drawn when None
+        # image:     the HR image in [0, 1] that x0 encodes; needed with `perceptual`
         # returns:   per-sample loss (N,)
         if t_index is None:
             t_index = torch.randint(0, self.schedule.T, (x0.shape[0],), generator=generator,
@@ -340,4 +345,11 @@ class ResShiftLoss:
             noise = _randn(x0, generator)
         x_t = q_sample(x0, y, t_index, noise, self.schedule)
         x0_hat = denoiser(x_t, t_index, cond)
-        return (x0_hat - x0).pow(2).flatten(1).mean(1)
+        loss = (x0_hat - x0).pow(2).flatten(1).mean(1)
+        if self.perceptual is None:
+            return loss
+        if image is None or self.decode is None:
+            raise ValueError("a perceptual ResShiftLoss needs decode= and the HR image (image=)")
+        # The official clamps the decoded prediction to [-1, 1] before LPIPS; so do we.
+        sr = (self.decode(x0_hat).clamp(-1, 1) + 1) / 2
+        return loss + self.perceptual_weight * self.perceptual(sr, image)

@@ -33,6 +33,9 @@ class ResShiftConfig:
     #                 checkpoints are gone (its EMA weights, with a fresh optimizer)
     loss_repeats: int = 1  # (t, noise) draws per training image per step: more work per degraded crop where
     #                        data is the bottleneck (stage 1 of the shipped teacher used 2)
+    lpips_weight: float = 0.0  # + lpips_weight LPIPS(decode(x0_hat), HR): ResShift's journal version (official
+    #                            TrainerDifIRLPIPS, loss_coef [1, 1]); 0 = the conference paper's plain MSE
+    lpips_net: str = "vgg"  # LPIPS backbone: vgg (the official) | alex (~30x cheaper on CPU)
 
     @property
     def schedule(self) -> ResShiftSchedule:
@@ -82,7 +85,12 @@ class ResShiftRecipe:
         if config.init:
             start = SRModel.from_pretrained(config.init)
             load_init(self.backbone, start.backbone, config.init)
-        self.loss = ResShiftLoss(self.schedule)
+        self.lpips = None
+        if config.lpips_weight:
+            from ..metrics import LPIPS  # WeightsNotFoundError says to run `instantsr weights fetch`
+
+            self.lpips = LPIPS(config.lpips_net)
+        self.loss = ResShiftLoss(self.schedule, self.lpips, config.lpips_weight, self.codec.decode)
         self.sigma_data = config.sigma_data or None
         if config.init and start.sigma_data != self.sigma_data:
             rescale_output(self.backbone, self.schedule, start.sigma_data, self.sigma_data)
@@ -95,15 +103,17 @@ class ResShiftRecipe:
         self._train_backbone = wrapped["denoiser"]
 
     def training_step(self, hr: torch.Tensor, lr: torch.Tensor, ctx) -> dict:
-        self.codec.to(hr.device)
+        for frozen in (self.codec, self.lpips):
+            if frozen is not None:
+                frozen.to(hr.device)
         with torch.no_grad():
             x0 = self.codec.encode(hr * 2 - 1)
             y, cond = encode_condition(self.codec, lr, self.method_config.scale)
         r = self.method_config.loss_repeats
         if r > 1:  # the same images at r independent timesteps and noises
-            x0, y, cond = (v.repeat(r, 1, 1, 1) for v in (x0, y, cond))
+            x0, y, cond, hr = (v.repeat(r, 1, 1, 1) for v in (x0, y, cond, hr))
         denoiser = ResShiftDenoiser(self._train_backbone, self.schedule, self.sigma_data)
-        loss = self.loss(denoiser, x0, y, (cond, y), generator=ctx.generator).mean()
+        loss = self.loss(denoiser, x0, y, (cond, y), generator=ctx.generator, image=hr).mean()
         ctx.update("denoiser", loss)
         return {"loss": loss.detach()}
 
