@@ -111,7 +111,8 @@ class ResShiftRecipe:
             y, cond = encode_condition(self.codec, lr, self.method_config.scale)
         r = self.method_config.loss_repeats
         if r > 1:  # the same images at r independent timesteps and noises
-            x0, y, cond, hr = (v.repeat(r, 1, 1, 1) for v in (x0, y, cond, hr))
+            x0, y, cond = (v.repeat(r, 1, 1, 1) for v in (x0, y, cond))
+            hr = hr.repeat(r, 1, 1, 1) if self.lpips is not None else hr  # only the LPIPS term reads it
         denoiser = ResShiftDenoiser(self._train_backbone, self.schedule, self.sigma_data)
         loss = self.loss(denoiser, x0, y, (cond, y), generator=ctx.generator, image=hr).mean()
         ctx.update("denoiser", loss)
