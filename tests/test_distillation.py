@@ -82,6 +82,16 @@ def rsd(**kw) -> RSDRecipe:
     return RSDRecipe(RSDConfig(**{"fake_updates": 2, **kw}), teacher=tiny_teacher(), lpips=MeanAbsLPIPS())
 
 
+def test_rsd_lpips_backbone_follows_the_config():
+    # VGG by default (AlexNet as a loss drew a mesh that DISTS punishes); AlexNet on request; others refused.
+    teacher = tiny_teacher()
+    assert RSDRecipe(RSDConfig(), teacher=teacher).lpips.net_name == "vgg"
+    assert RSDRecipe(RSDConfig(lpips_net="alex"), teacher=teacher).lpips.net_name == "alex"
+    assert RSDRecipe(RSDConfig(lpips_weight=0.0), teacher=teacher).lpips is None
+    with pytest.raises(ValueError, match="alex"):
+        RSDRecipe(RSDConfig(lpips_net="squeeze"), teacher=teacher)
+
+
 def test_rsd_generator_starts_as_teacher_with_a_noise_input():
     recipe = rsd()
     model = recipe.sr_model()

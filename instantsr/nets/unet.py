@@ -123,4 +123,6 @@ def adapt_extra_channels(model: ConditionalUNet, extra_channels: int) -> Conditi
     pad = w.new_zeros(w.shape[0], extra_channels - cfg["extra_channels"], *w.shape[2:])
     state["unet.conv_in.weight"] = torch.cat([w, pad], 1)
     new.load_state_dict(state)
-    return new.to(device=model.device, dtype=model.dtype)
+    new = new.to(model.device)
+    # cast only when needed: diffusers 0.42 warns on any dtype cast ("should be kept in float32: []")
+    return new if new.dtype == model.dtype else new.to(dtype=model.dtype)
