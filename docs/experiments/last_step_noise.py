@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from instantsr.diffusion.resshift import _full_index, deterministic_step, prior_sample, q_sample
+from instantsr.diffusion.resshift import deterministic_step, prior_sample, q_sample
 from instantsr.io import read_image
 from instantsr.metrics import MetricSuite
 from instantsr.pipeline import load_model
@@ -59,7 +59,7 @@ with torch.no_grad():
     x, one_step = prior_sample(y, noise, schedule), None
     print("chain: t index, x0_hat PSNR-Y / LPIPS / DISTS")
     for i in reversed(range(schedule.T)):
-        t = _full_index(i, y)
+        t = torch.full((y.shape[0],), i)
         x0_hat = model.denoiser(x, t, (cond, y))
         one_step = x0_hat if one_step is None else one_step
         print(f"  t{i:<2d} {score(x0_hat)}", flush=True)
@@ -67,7 +67,7 @@ with torch.no_grad():
     fresh = torch.randn(y.shape, generator=generator)
     for name, x0 in (("HR latent", x0_hr), ("one-step output", one_step)):
         for i in (0, 1, 3):
-            t, sigma = _full_index(i, y), float(schedule.kappa * schedule.sqrt_etas[i])
+            t, sigma = torch.full((y.shape[0],), i), float(schedule.kappa * schedule.sqrt_etas[i])
             residual = model.denoiser(q_sample(x0, y, t, fresh, schedule), t, (cond, y)) - x0
             beta = float((residual * fresh).mean() / fresh.square().mean() / sigma)
             print(f"passed  {name:15s} t{i} (sigma {sigma:.3f}): {beta:.3f}")
