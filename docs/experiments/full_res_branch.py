@@ -30,7 +30,6 @@ Run from the repository root (writes a safetensors file of the branch's weights)
 
 import sys
 import time
-from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -38,12 +37,11 @@ from torch import nn
 
 from instantsr.data import HRCropDataset, StepSampler, degrade_collate, degrade_pairs
 from instantsr.diffusion.resshift import ResShiftDenoiser, q_sample
-from instantsr.io import read_image
 from instantsr.metrics import MetricSuite
 from instantsr.model import encode_condition
 from instantsr.pipeline import Upscaler, load_model
 
-shared = Path(__file__).resolve().parents[3] / "shared/data"
+from crops import realsr_crops, shared  # beside this file
 
 
 class Branch(nn.Module):
@@ -114,13 +112,7 @@ def evaluate(out: str, model_dir: str) -> None:
     branch.load_state_dict(load_file(out))
     model.backbone = WithBranch(model.backbone, branch).eval()
     model.denoiser = ResShiftDenoiser(model.backbone, model.schedule, model.sigma_data)
-    lrs, hrs = [], []
-    for f in sorted((shared / "test/realsr/lr").iterdir())[:20]:
-        lr, hr = read_image(f).rgb, read_image(shared / "test/realsr/hr" / f.name).rgb
-        top, left = (lr.shape[-2] - 96) // 2, (lr.shape[-1] - 96) // 2
-        lrs.append(lr[:, top:top + 96, left:left + 96])
-        hrs.append(hr[:, 4 * top:4 * (top + 96), 4 * left:4 * (left + 96)])
-    lr, hr = torch.stack(lrs), torch.stack(hrs)
+    lr, hr = realsr_crops(20, 96)
     with torch.no_grad():
         y, cond = model.condition(lr)
         x0 = model.codec.encode(hr * 2 - 1)

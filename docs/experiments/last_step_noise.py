@@ -24,26 +24,19 @@ Run from the repository root: python docs/experiments/last_step_noise.py [MODEL_
 """
 
 import sys
-from pathlib import Path
 
 import torch
 
 from instantsr.diffusion.resshift import deterministic_step, prior_sample, q_sample
-from instantsr.io import read_image
 from instantsr.metrics import MetricSuite
 from instantsr.pipeline import load_model
 
-shared = Path(__file__).resolve().parents[3] / "shared/data"
+from crops import realsr_crops  # beside this file
+
 model = load_model(sys.argv[1] if len(sys.argv) > 1 else None)
 schedule, suite = model.schedule, MetricSuite(["psnr", "lpips", "dists"])
 
-lrs, hrs = [], []
-for f in sorted((shared / "test/realsr/lr").iterdir())[:20]:
-    lr, hr = read_image(f).rgb, read_image(shared / "test/realsr/hr" / f.name).rgb
-    top, left = (lr.shape[-2] - 64) // 2, (lr.shape[-1] - 64) // 2
-    lrs.append(lr[:, top:top + 64, left:left + 64])
-    hrs.append(hr[:, 4 * top:4 * (top + 64), 4 * left:4 * (left + 64)])
-lr, hr = torch.stack(lrs), torch.stack(hrs)
+lr, hr = realsr_crops(20, 64)
 
 
 def score(x0: torch.Tensor) -> str:

@@ -23,7 +23,6 @@ Run from the repository root: python docs/experiments/steps_and_domain.py [MODEL
 """
 
 import sys
-from pathlib import Path
 
 import torch
 
@@ -32,23 +31,10 @@ from instantsr.io import read_image
 from instantsr.metrics import MetricSuite
 from instantsr.pipeline import Upscaler
 
-shared = Path(__file__).resolve().parents[3] / "shared/data"
+from crops import centre, realsr_crops, shared  # beside this file
+
 upscaler = Upscaler.from_pretrained(sys.argv[1] if len(sys.argv) > 1 else None)
 suite = MetricSuite(["psnr", "ssim", "lpips", "dists"])
-
-
-def centre(image: torch.Tensor, size: int) -> tuple[int, int]:
-    return (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
-
-
-def realsr_crops(n: int = 20, size: int = 96):
-    lrs, hrs = [], []
-    for f in sorted((shared / "test/realsr/lr").iterdir())[:n]:
-        lr, hr = read_image(f).rgb, read_image(shared / "test/realsr/hr" / f.name).rgb
-        top, left = centre(lr, size)
-        lrs.append(lr[:, top:top + size, left:left + size])
-        hrs.append(hr[:, 4 * top:4 * (top + size), 4 * left:4 * (left + size)])
-    return torch.stack(lrs), torch.stack(hrs)
 
 
 def training_crops(n: int = 16, size: int = 256) -> torch.Tensor:
