@@ -1,6 +1,6 @@
 """`instantsr bench`: speed, memory, size and quality of SR models side by side, with the conditions.
 
-Every model runs as one or more *candidates* (a model at one step count): teachers (method "resshift") at
+Every model runs as one or more *candidates* (a model at one step count): teachers (max_steps > 1) at
 each of `steps`, students at their own step count, Real-ESRGAN x4plus at 1 pass, bicubic at 0. Each
 candidate goes through the same two measurements:
 
@@ -14,24 +14,19 @@ candidate goes through the same two measurements:
   `instantsr eval --baseline bicubic`.
 
 `run_bench` writes report.md, bench.csv, images.csv, conditions.json and (with matplotlib) the
-perception-distortion plot, the speed-vs-steps plot and a comparison strip of crops.
+perception-distortion plot, the speed-vs-steps plot and a comparison strip of crops. The measurements and their
+conditions are in :mod:`instantsr.timing`, the pictures in :mod:`instantsr.viz`; this module chooses the
+candidates, runs them and writes the report.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import os
-import platform
-import resource
 import shutil
-import statistics
-import sys
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -39,9 +34,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .diffusion.family import FAMILIES
 from .evaluate import bicubic_baseline, evaluate_folder, write_json, write_rows_csv
-from .io import list_images, read_image, save_image
-from .pipeline import Upscaler, blend_tiles, is_out_of_memory, parse_dtype
+from .io import read_image, save_image
+from .pipeline import Upscaler, blend_tiles, parse_dtype
+from .timing import Setting, conditions, count_passes, speed_settings, time_setting
+from .viz import crops_strip, plot_perception_distortion, plot_speed
 
 DEFAULT_STEPS = (1, 4, 15)
 METRIC_LABELS = {"psnr": "PSNR-Y ↑", "ssim": "SSIM-Y ↑", "lpips": "LPIPS ↓", "dists": "DISTS ↓",
@@ -112,18 +110,18 @@ def parse_model_spec(spec: str) -> tuple[str, Path]:
 
 def model_candidates(name: str, path: str | Path, steps: Sequence[int], device, dtype,
                      samplers: Sequence[str] = ()) -> list[Candidate]:
-    """A teacher (method resshift) at every step count it allows, above one step with each of `samplers` (default:
-    its own); any other model at its own steps."""
+    """A model that samples at several step counts (a teacher) at each of `steps` it allows, above one pass with
+    each of `samplers` that its family has (default: its own); a distilled model at its own steps."""
     up = Upscaler.from_pretrained(path, device=device, dtype=dtype)
     model = up.model
-    if model.method == "resshift":
-        T = model.schedule.T
-        too_many = [s for s in steps if s > T]
+    if model.max_steps > 1:
+        too_many = [s for s in steps if s > model.max_steps]
         if too_many:
-            warnings.warn(f"{name}: leaving out steps {too_many} (the schedule has T={T})", stacklevel=2)
-        counts = [s for s in steps if s <= T]
+            warnings.warn(f"{name}: leaving out steps {too_many} (it runs at most {model.max_steps})", stacklevel=2)
+        counts = [s for s in steps if s <= model.max_steps]
     else:
         counts = [model.steps]
+    own = [s for s in samplers if s in model.samplers] or [model.sampler]
     params = count_params(model)
 
     def runner(n_steps, sampler):
@@ -131,9 +129,8 @@ def model_candidates(name: str, path: str | Path, steps: Sequence[int], device, 
                                                                   tile_overlap=overlap, batch_size=batch,
                                                                   sampler=sampler or None)
 
-    # one step is the same pass whatever the sampler, so it is measured once and labelled with none
-    pairs = [(s, "") if s == 1 or model.method != "resshift" else (s, sm) for s in counts
-             for sm in (samplers or [model.sampler])]
+    # one pass is the same whatever the sampler, so it is measured once and labelled with none
+    pairs = [(s, "") if model.num_passes(s) == 1 or model.max_steps == 1 else (s, sm) for s in counts for sm in own]
     return [Candidate(name, s, params, str(path), runner(s, sm), model.backbone, model.scale, sm)
             for s, sm in dict.fromkeys(pairs)]
 
@@ -155,132 +152,6 @@ def bicubic_candidate(scale: int = 4) -> Candidate:
     return Candidate("bicubic", 0, 0, "MATLAB imresize", run, None, scale)
 
 
-# ---- speed ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Setting:
-    size: int  # LR side
-    batch: int  # images per call (1 when tiled)
-    tile: int | None = None  # LR pixels
-
-    @property
-    def key(self) -> str:
-        return f"{self.size}_tile{self.tile}" if self.tile else f"{self.size}_b{self.batch}"
-
-    def label(self, scale: int = 4) -> str:
-        tail = f"tile {self.tile}" if self.tile else f"b{self.batch}"
-        return f"{self.size}→{self.size * scale} {tail}"
-
-
-def speed_settings(sizes: Sequence[int], batches: Sequence[int], tile: int | None) -> list[Setting]:
-    """Sizes above the tile run tiled (one image, tiles batched); the others at every batch size."""
-    out = []
-    for size in sizes:
-        if tile and size > tile:
-            out.append(Setting(size, 1, tile))
-        else:
-            out.extend(Setting(size, b) for b in batches)
-    return out
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _rss_kib() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _max_rss_kib() -> int:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r // 1024 if sys.platform == "darwin" else r  # bytes on macOS, KiB on Linux
-
-
-class PeakMemory:
-    """Peak memory of a block, MiB: CUDA peak allocated; CPU rise of the peak RSS over the RSS at entry."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.mib = device, float("nan")
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            try:  # "5" resets the kernel's peak RSS (VmHWM, ru_maxrss) of this process (Linux >= 4.0)
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")
-            except OSError:
-                pass
-            self.base = _rss_kib()
-            if self.base is None:
-                self.base = _max_rss_kib()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            self.mib = max(0, _max_rss_kib() - self.base) / 1024
-        return False
-
-
-def time_setting(cand: Candidate, setting: Setting, device: torch.device, repeats: int, warmup: int,
-                 overlap: int, tile_batch: int, seed: int = 0, budget_s: float | None = None) -> dict:
-    """Seconds per image (median, min, max, quartiles) and peak memory; halves the batch until it fits.
-
-    After the warm-up, `repeats` timed runs, fewer when the next one would take the timed runs past
-    `budget_s` seconds (at least one)."""
-    batch = setting.batch
-    while True:
-        lq = torch.rand(batch, 3, setting.size, setting.size, generator=torch.Generator().manual_seed(seed))
-        lq = lq.to(device)
-        per_call = tile_batch if setting.tile else batch
-        try:
-            times, spent = [], 0.0
-            with PeakMemory(device) as mem:
-                for i in range(warmup + repeats):
-                    if times and budget_s is not None and spent + spent / len(times) > budget_s:
-                        break
-                    _sync(device)
-                    t0 = time.perf_counter()
-                    cand.run(lq, setting.tile, overlap, per_call)
-                    _sync(device)
-                    if i >= warmup:
-                        dt = time.perf_counter() - t0
-                        spent += dt
-                        times.append(dt / batch)
-            break
-        except (RuntimeError, MemoryError) as e:
-            if not is_out_of_memory(e) or batch == 1:
-                raise
-            del lq
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            batch //= 2
-    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "q1": q[0], "q3": q[2],
-            "runs": len(times), "mem_mib": mem.mib, "batch": batch}
-
-
-def count_passes(cand: Candidate, device: torch.device, size: int) -> int:
-    """Network forward calls for one untiled image (0 when there is no network)."""
-    if cand.network is None:
-        return 0
-    calls = [0]
-    handle = cand.network.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    try:
-        cand.run(torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device), None, 0, 1)
-    finally:
-        handle.remove()
-    return calls[0]
-
-
 # ---- quality ----------------------------------------------------------------------------------------------
 def paired_subset(lr_dir: str | Path, hr_dir: str | Path, max_images: int) -> list[Path]:
     """LR files with an HR partner (same stem, as `PairedFolder` matches them); the first `max_images` (0: all)."""
@@ -299,40 +170,7 @@ def upscale_folder(cand: Candidate, lr_files: Sequence[Path], out_dir: Path, dev
         save_image(sr[0].float().cpu(), out_dir / f"{path.stem}.png")
 
 
-# ---- conditions, tables, plots, strip ---------------------------------------------------------------------
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def conditions(device: torch.device, dtype: torch.dtype) -> dict:
-    from . import __version__
-
-    cuda = device.type == "cuda"
-    return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": str(device),
-        "dtype": str(dtype).replace("torch.", ""),
-        "threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda if cuda else None,
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name(device) if cuda else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "instantsr_version": __version__,
-        "memory": ("peak torch.cuda.max_memory_allocated, weights included" if cuda else
-                   "rise of the peak RSS (ru_maxrss, reset per setting) over the RSS before the setting"),
-    }
-
-
+# ---- tables ---------------------------------------------------------------------------------------------
 def _fmt(v, spec=".4f") -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
@@ -366,86 +204,6 @@ def markdown_report(rows: list[dict], settings: Sequence[Setting], metrics: Sequ
         lines.append("| " + " | ".join(cells) + " |")
     lines += [""] + [f"- {n}" for n in notes] + [""] + [f"![{Path(i).stem}]({i})" for i in images]
     return "\n".join(lines) + "\n"
-
-
-def plot_perception_distortion(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
-    for r in rows:
-        if r.get("lpips") is None or r.get("psnr") is None:
-            continue
-        ax.scatter(r["lpips"], r["psnr"])
-        steps = f"{r['steps']} {r['sampler'][:5]}" if r.get("sampler") else r["steps"]
-        ax.annotate(f"{r['name']} ({steps})", (r["lpips"], r["psnr"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("LPIPS (alex) ↓")
-    ax.set_ylabel("PSNR-Y (dB) ↑")
-    ax.set_title("Perception-distortion (label: model (steps))")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_speed(rows: list[dict], settings: Sequence[Setting], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from matplotlib.lines import Line2D
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
-    styles, markers = ["-", "--", ":", "-."], ["o", "s", "^", "D"]
-    # one line per model and sampler; a row without a sampler (one step) belongs to each of its model's lines
-    lines: dict[str, list[dict]] = {}
-    for r in rows:
-        samplers = {q["sampler"] for q in rows if q["name"] == r["name"] and q.get("sampler")}
-        for sm in ([r["sampler"]] if r.get("sampler") else sorted(samplers) or [""]):
-            lines.setdefault(f"{r['name']} {sm}".strip(), []).append(r)
-    names = list(lines)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, name in enumerate(names):
-        mine = sorted(lines[name], key=lambda r: r["steps"])
-        for j, s in enumerate(settings):
-            pts = [(r["steps"], r[f"s_img_{s.key}"]) for r in mine if r.get(f"s_img_{s.key}")]
-            if pts:
-                ax.plot(*zip(*pts), styles[j % 4], marker=markers[j % 4], color=colours[i % len(colours)])
-    # two small legends: colour = model, line and marker = setting
-    ax.add_artist(ax.legend([Line2D([], [], color=colours[i % len(colours)], lw=3) for i in range(len(names))],
-                            names, loc="upper center", fontsize=7, title="model", title_fontsize=7))
-    ax.legend([Line2D([], [], color="0.3", ls=styles[j % 4], marker=markers[j % 4]) for j in range(len(settings))],
-              [s.label() for s in settings], loc="lower right", fontsize=7, title="LR size", title_fontsize=7)
-    ax.set_yscale("log")
-    ax.set_xlabel("steps (network passes per image for diffusion models)")
-    ax.set_ylabel("seconds per image (median)")
-    ax.set_title("Speed vs steps")
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def crops_strip(lr_files: Sequence[Path], hr_dir: Path, sr_dirs: dict[str, Path], path: Path, crop: int,
-                scale: int) -> None:
-    """LR | bicubic | each candidate | HR, a central crop of `crop` LR pixels of each image, labelled."""
-    from .viz import comparison_strip
-
-    hr_files = {p.stem: p for p in list_images(hr_dir)}
-    rows = []
-    for f in lr_files:
-        lr, hr = read_image(f).rgb, read_image(hr_files[f.stem]).rgb
-        c = min(crop, *lr.shape[-2:])
-        y, x = (lr.shape[-2] - c) // 2, (lr.shape[-1] - c) // 2
-        big = (slice(y * scale, (y + c) * scale), slice(x * scale, (x + c) * scale))
-        panels = [lr[:, y:y + c, x:x + c], bicubic_baseline(lr, tuple(hr.shape[-2:]))[:, big[0], big[1]]]
-        panels += [read_image(d / f"{f.stem}.png").rgb[:, big[0], big[1]] for d in sr_dirs.values()]
-        rows.append(tuple(panels + [hr[:, big[0], big[1]]]))
-    comparison_strip(rows, ["LR", "bicubic", *sr_dirs, "HR"], path)
 
 
 # ---- the whole run ----------------------------------------------------------------------------------------
@@ -489,6 +247,10 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         raise ValueError("quality needs both --lr LR_DIR and --hr HR_DIR (or --no-quality)")
     if cfg.repeats < 1 or cfg.warmup < 0:
         raise ValueError("--repeats must be at least 1 and --warmup at least 0")
+    known = {name for fam in FAMILIES.values() for name in fam.samplers}
+    if set(cfg.samplers) - known:
+        raise ValueError(f"--samplers: no model family has {', '.join(sorted(set(cfg.samplers) - known))}; "
+                         f"the samplers are {', '.join(sorted(known))}")
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

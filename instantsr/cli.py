@@ -68,57 +68,13 @@ def teacher_folder(path: str) -> str:
     return str(p / "model") if (p / "model" / "model_index.json").is_file() else str(p)
 
 
-def build_recipe(method: str, method_config):
-    """The recipe object of `method` from its config dataclass."""
-    if method == "resshift":
-        from .methods.resshift import ResShiftRecipe
-
-        return ResShiftRecipe(method_config)
-    if method == "sinsr":
-        from .methods.sinsr import SinSRRecipe
-
-        if not method_config.teacher:
-            raise ValueError("SinSR needs a teacher: --teacher RUN_DIR (a run of `instantsr train resshift`)")
-        return SinSRRecipe(method_config)
-    if method == "rsd":
-        from .methods.rsd import RSDRecipe
-
-        if not method_config.teacher:
-            raise ValueError("RSD needs a teacher: --teacher RUN_DIR (a run of `instantsr train resshift`)")
-        return RSDRecipe(method_config)
-    if method == "autoencoder":
-        from .methods.autoencoder import AutoencoderRecipe
-
-        return AutoencoderRecipe(method_config)
-    raise ValueError(f"unknown method {method!r}")
-
-
-def method_config_class(method: str):
-    if method == "resshift":
-        from .methods.resshift import ResShiftConfig
-
-        return ResShiftConfig
-    if method == "sinsr":
-        from .methods.sinsr import SinSRConfig
-
-        return SinSRConfig
-    if method == "rsd":
-        from .methods.rsd import RSDConfig
-
-        return RSDConfig
-    if method == "autoencoder":
-        from .methods.autoencoder import AutoencoderConfig
-
-        return AutoencoderConfig
-    raise ValueError(f"unknown method {method!r}")
-
-
 def cmd_train(args) -> None:
     from dataclasses import replace
 
+    from .methods import METHODS, build_recipe
     from .train import TrainConfig, Trainer, load_run_config
 
-    cls = method_config_class(args.method)
+    cls = METHODS[args.method].load()[0]
     run_dir = Path(args.out)
     config_file = args.config or (run_dir / "config.toml" if (run_dir / "config.toml").is_file() else None)
     train_cfg, method_cfg = load_run_config(config_file, args.method, cls) if config_file else (TrainConfig(), cls())
@@ -135,6 +91,22 @@ def cmd_train(args) -> None:
     recipe = build_recipe(args.method, method_cfg)
     Trainer(recipe, train_cfg, run_dir, args.method).run(resume=not args.no_resume)
     print(f"model exported to {run_dir / 'model'}")
+
+
+# ---- convert ----------------------------------------------------------------------------------------------
+def cmd_convert(args) -> None:
+    from .config import read_config
+    from .convert import convert_official
+
+    overrides = read_config(args.config) if args.config else {}
+    unknown = set(overrides) - {"unet", "autoencoder", "schedule", "scale"}
+    if unknown:
+        raise ValueError(f"{args.config}: unknown section(s) {', '.join(sorted(unknown))}; "
+                         "use [unet], [autoencoder], [schedule] and scale")
+    model = convert_official(args.unet, args.autoencoder, args.method, args.output, overrides.get("unet"),
+                             overrides.get("autoencoder"), overrides.get("schedule"), overrides.get("scale", 4))
+    print(f"wrote {args.output}: {args.method}, x{model.scale}, {model.steps} step(s) by default "
+          f"({model.sampler}); run `instantsr upscale -m {args.output} -i LR -o OUT`")
 
 
 # ---- upscale ----------------------------------------------------------------------------------------------
@@ -223,8 +195,8 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def _samplers(text: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
-    if not names or set(names) - {"deterministic", "stochastic"}:
-        raise argparse.ArgumentTypeError(f"expected deterministic and/or stochastic, got {text!r}")
+    if not names or not all(n.isidentifier() for n in names):
+        raise argparse.ArgumentTypeError(f"expected sampler names such as deterministic,stochastic, got {text!r}")
     return names
 
 
@@ -286,11 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("names", nargs="*", help="only these (default: all)")
     w.set_defaults(func=cmd_weights)
 
+    from .methods import METHODS
+
     t = sub.add_parser("train", help="train a model (resshift teacher, ...)",
-                       description="Train with the one instantsr loop; re-running the same command resumes.")
-    t.add_argument("method", choices=["resshift", "sinsr", "rsd", "autoencoder"],
-                   help="what to train (autoencoder: a KL latent codec for a teacher's [resshift] codec)")
-    t.add_argument("--teacher", help="teacher run folder (for sinsr and rsd)")
+                       description="Train with the one instantsr loop; re-running the same command resumes. "
+                                   "Methods: " + "; ".join(f"{k}: {m.help}" for k, m in METHODS.items()))
+    t.add_argument("method", choices=list(METHODS), help="what to train")
+    t.add_argument("--teacher", help="teacher run folder (for " + ", ".join(k for k, m in METHODS.items()
+                                                                             if m.teacher) + ")")
     t.add_argument("--data", help="folder of HR training images (searched recursively)")
     t.add_argument("--out", required=True, help="run folder (config, checkpoints, exported model)")
     t.add_argument("--config", help="TOML/JSON config with [train] and [<method>] sections")
@@ -309,6 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has checkpoints")
     t.set_defaults(func=cmd_train)
 
+    c = sub.add_parser("convert", help="official ResShift / SinSR checkpoints -> an instantsr model folder",
+                       description="Read the official .pth files (weights only, no code runs) and write a model "
+                                   "folder (safetensors) that `instantsr upscale -m` runs as the official code does.")
+    c.add_argument("--unet", required=True, help="SinSR_v1.pth or resshift_realsrx4_s15_v1.pth")
+    c.add_argument("--autoencoder", required=True, help="autoencoder_vq_f4.pth")
+    c.add_argument("--method", required=True, choices=["sinsr", "resshift"],
+                   help="sinsr: one step; resshift: 15 stochastic steps (the official samplers)")
+    c.add_argument("-o", "--output", required=True, help="model folder to write")
+    c.add_argument("--config", help="TOML/JSON overrides of the released x4 settings: [unet] (the official YAML's "
+                   "model.params), [autoencoder] (autoencoder.params, ddconfig flattened), [schedule], scale")
+    c.set_defaults(func=cmd_convert)
+
     u = sub.add_parser("upscale", help="upscale image files with a trained model",
                        description="Upscale an image file or every image in a folder; existing outputs are "
                                    "skipped, a file that fails is reported and the others still get written.")
@@ -317,9 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("-m", "--model", help="model folder (default: the model shipped with instantsr)")
     u.add_argument("-s", "--scale", type=int, help="upscaling factor; must be the model's (default: the model's)")
     u.add_argument("--steps", type=int, help="sampling steps (default: the model's; 1 for one-step models)")
-    u.add_argument("--sampler", choices=["deterministic", "stochastic"],
-                   help="for multi-step teachers: SinSR's deterministic ODE or ResShift's stochastic sampler "
-                        "(default: the model's)")
+    u.add_argument("--sampler", help="for models that sample in several steps: ResShift teachers take "
+                   "deterministic (SinSR's ODE) or stochastic (ResShift's own); VP models ddim (default: the model's)")
     u.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same output")
     u.add_argument("--tile", type=int, help="tile size in LR pixels for large images (default: no tiling). Our "
                    "UNets run layer by layer in tiles, exactly as untiled (no seams); other networks run whole "
@@ -349,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", required=True, help="output folder")
     b.add_argument("--steps", type=_int_list, default=(1, 4, 15), help="teacher step counts (default 1,4,15)")
     b.add_argument("--samplers", type=_samplers, metavar="LIST",
-                   help="teacher samplers above one step, comma-separated: deterministic,stochastic "
-                        "(default: each model's own)")
+                   help="samplers above one step, comma-separated, e.g. deterministic,stochastic; each model "
+                        "runs those its family has (default: each model's own)")
     b.add_argument("--sizes", type=_int_list, default=(64, 128, 256), help="LR sides timed (default 64,128,256)")
     b.add_argument("--batch", type=_int_list, help="batch sizes at untiled sizes (default 1,64 on cuda, 1,8 on cpu)")
     b.add_argument("--tile", type=int, default=64, help="sizes above this run tiled (LR px; 0: never; default 64)")

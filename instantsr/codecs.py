@@ -120,28 +120,31 @@ class KLCodec(ModelMixin, ConfigMixin):
 
 
 class VQF4Codec(ModelMixin, ConfigMixin):
-    """ResShift's VQ-f4 autoencoder; `decode` quantises first, as ResShift's decode_first_stage does."""
+    """ResShift's VQ-f4 autoencoder; `decode` quantises first, as ResShift's decode_first_stage does.
+
+    The config is the official `autoencoder.params` (flattened `ddconfig`); the defaults are ResShift's."""
 
     @register_to_config
-    def __init__(self, ch: int = 128, n_embed: int = 8192, embed_dim: int = 3):
+    def __init__(self, ch: int = 128, n_embed: int = 8192, embed_dim: int = 3, ch_mult: tuple[int, ...] = (1, 2, 4),
+                 num_res_blocks: int = 2):
         super().__init__()
         from .nets.vqgan import ResShiftVQGAN
 
-        self.vq = ResShiftVQGAN(ch=ch, n_embed=n_embed, embed_dim=embed_dim, z_channels=embed_dim)
+        self.vq = ResShiftVQGAN(ch=ch, n_embed=n_embed, embed_dim=embed_dim, z_channels=embed_dim,
+                                ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks)
 
     @classmethod
-    def from_official(cls, path: str) -> "VQF4Codec":
-        """Load `autoencoder_vq_f4.pth` (official ResShift) by path."""
-        from .nets.vqgan import load_official
+    def from_official(cls, path: str, **overrides) -> "VQF4Codec":
+        """Load `autoencoder_vq_f4.pth` (official ResShift) by path; `overrides` change the config (tests)."""
+        from .nets.vqgan import load_official_into
 
-        vq = load_official(path)
-        codec = cls()
-        codec.vq = vq
-        return codec
+        codec = cls(**overrides)
+        load_official_into(codec.vq, path)
+        return codec.eval()
 
     @property
     def scale_factor(self) -> int:
-        return 4
+        return 2 ** (len(self.config.ch_mult) - 1)
 
     @property
     def latent_channels(self) -> int:

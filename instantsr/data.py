@@ -143,23 +143,29 @@ def degrade_collate(items, scale: int = 4, preset: str = "realesrgan"):
     return hr, kernels, int(pixel_seed)
 
 
-def degrade_pairs(batch, device: torch.device | str = "cpu", scale: int = 4, preset: str = "realesrgan",
-                  clean_fraction: float = 0.0):
+def degrade_pairs(batch, device: torch.device | str = "cpu", scale: int | Sequence[int] = 4,
+                  preset: str = "realesrgan", clean_fraction: float = 0.0):
     """A `degrade_collate` batch -> (hr, lr) on `device`, degraded there (on a GPU the CPU does not bound
     training). The first round(clean_fraction * batch) pairs get plain bicubic LR instead (the batch is a random
-    draw, so which ones does not matter)."""
+    draw, so which ones does not matter).
+
+    With several scales (a tuple), lr is {scale: LR}: every scale from the same HR, the same blur kernels and the
+    same random stream (YONOS-SR's teacher at s/2 and student at s see one degradation, as far as the sizes let
+    the draws agree: the second round's noise has the size of that scale's image)."""
     from .degrade import make_lr
 
     if not 0 <= clean_fraction <= 1:
         raise ValueError(f"clean_fraction must be between 0 and 1, not {clean_fraction}")
     hr, kernels, seed = batch
     hr = hr.to(device, non_blocking=True)
-    generator = torch.Generator(hr.device).manual_seed(seed)
-    lr = make_lr(hr, scale, preset, generator, kernels)
     clean = round(clean_fraction * hr.shape[0])
-    if clean:
-        lr[:clean] = make_lr(hr[:clean], scale, "bicubic")
-    return hr, lr
+    lrs = {}
+    for s in (scale if isinstance(scale, (tuple, list)) else (scale,)):
+        lr = make_lr(hr, s, preset, torch.Generator(hr.device).manual_seed(seed), kernels)
+        if clean:
+            lr[:clean] = make_lr(hr[:clean], s, "bicubic")
+        lrs[s] = lr
+    return hr, (lrs if isinstance(scale, (tuple, list)) else lrs[scale])
 
 
 class StepSampler(torch.utils.data.Sampler):

@@ -2,7 +2,9 @@
 second-order degradation (Wang et al. 2021) with the ranges of its x4 config, as ResShift trains on.
 
 Images are float tensors in [0, 1], NCHW. Every random draw comes from the `torch.Generator` a caller
-passes, so the same seed gives the same LR bit for bit.
+passes, so the same seed gives the same LR bit for bit. The pieces live in their own modules: MATLAB
+`imresize` in :mod:`instantsr.imresize`, the JPEG simulation in :mod:`instantsr.jpeg`, the blur kernel
+shapes in :mod:`instantsr.kernels`; this module draws their parameters and chains them.
 """
 
 from __future__ import annotations
@@ -11,19 +13,26 @@ import math
 import warnings
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from enum import Enum
-from functools import lru_cache
 from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
-import scipy.special
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from instantsr.imresize import imresize
 from instantsr.io import ImageReadError, list_images, read_image, save_image
+from instantsr.jpeg import jpeg
+from instantsr.kernels import (
+    KERNEL_KINDS,
+    KERNEL_SIZES,
+    Profile,
+    bivariate_kernel,
+    circular_lowpass_kernel,
+    stack_kernels,
+)
 
 PRESETS = ("realesrgan", "bicubic", "avgpool")
 
@@ -33,207 +42,9 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     return torch.clamp((x * 255.0).round(), 0, 255) / 255.0
 
 
-# ------------------------------------------------------------------------------------------------------ #
-# MATLAB bicubic imresize, as separable weight matrices (one matmul per axis)
-# ------------------------------------------------------------------------------------------------------ #
-
-
-def _cubic(t: torch.Tensor) -> torch.Tensor:
-    # Keys' cubic convolution kernel with a = -0.5, MATLAB's 'bicubic'.
-    t = t.abs()
-    near = (1.5 * t**3 - 2.5 * t**2 + 1) * (t <= 1)
-    far = (-0.5 * t**3 + 2.5 * t**2 - 4 * t + 2) * ((t > 1) & (t <= 2))
-    return near + far
-
-
-def _symmetric_index(index: torch.Tensor, length: int) -> torch.Tensor:
-    # MATLAB 'symmetric' padding: the edge sample is repeated (-1 -> 0, length -> length - 1).
-    index = index.remainder(2 * length)
-    return torch.where(index < length, index, 2 * length - 1 - index)
-
-
-@lru_cache(maxsize=64)
-def _imresize_matrix(in_length: int, out_length: int, scale: float, antialias: bool) -> torch.Tensor:
-    # (out_length, in_length) float64: row i holds the weights of output sample i, borders folded in.
-    shrink = antialias and scale < 1
-    kernel_width = 4.0 / scale if shrink else 4.0  # a wider kernel both interpolates and antialiases
-    out_pos = torch.arange(1, out_length + 1, dtype=torch.float64)
-    # 1-based input coordinate of each output sample: 0.5 maps to 0.5 and 0.5 + scale to 1.5.
-    centre = out_pos / scale + 0.5 * (1 - 1 / scale)
-    left = torch.floor(centre - kernel_width / 2)
-    taps = math.ceil(kernel_width) + 2
-    index = left[:, None] + torch.arange(taps, dtype=torch.float64)
-    distance = centre[:, None] - index
-    weights = scale * _cubic(distance * scale) if shrink else _cubic(distance)
-    weights = weights / weights.sum(1, keepdim=True)
-    columns = _symmetric_index(index.long() - 1, in_length)
-    return torch.zeros(out_length, in_length, dtype=torch.float64).scatter_add_(1, columns, weights)
-
-
-def imresize(
-    x: torch.Tensor,
-    scale: float | None = None,
-    size: tuple[int, int] | None = None,
-    antialias: bool = True,
-) -> torch.Tensor:
-    """MATLAB `imresize(x, scale)` bicubic (antialiased when shrinking) of a CHW or NCHW float tensor."""
-    if (scale is None) == (size is None):
-        raise ValueError("give exactly one of scale and size")
-    in_h, in_w = x.shape[-2:]
-    if size is None:
-        out_h, out_w = math.ceil(in_h * scale), math.ceil(in_w * scale)
-        scale_h = scale_w = float(scale)
-    else:
-        out_h, out_w = size
-        scale_h, scale_w = out_h / in_h, out_w / in_w
-    rows = _imresize_matrix(in_h, out_h, scale_h, antialias).to(x.device, x.dtype)
-    cols = _imresize_matrix(in_w, out_w, scale_w, antialias).to(x.device, x.dtype)
-    return rows @ x @ cols.T
-
-
-def bicubic_upscale(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """MATLAB bicubic upscaling by `scale` (the `y` that ResShift conditions on)."""
-    return imresize(x, scale=scale)
-
-
 def avgpool_downscale(x: torch.Tensor, scale: int) -> torch.Tensor:
     """Average over non-overlapping scale x scale blocks (the YONOS-SR x8 degradation)."""
     return F.avg_pool2d(x, scale)
-
-
-# ------------------------------------------------------------------------------------------------------ #
-# JPEG in torch (baseline, 4:2:0), as Real-ESRGAN's training applies it on the GPU (basicsr's DiffJPEG)
-# ------------------------------------------------------------------------------------------------------ #
-
-# The luminance and chrominance tables of the JPEG standard (Annex K), rows = vertical frequency.
-_LUMA_TABLE = (
-    (16, 11, 10, 16, 24, 40, 51, 61), (12, 12, 14, 19, 26, 58, 60, 55), (14, 13, 16, 24, 40, 57, 69, 56),
-    (14, 17, 22, 29, 51, 87, 80, 62), (18, 22, 37, 56, 68, 109, 103, 77), (24, 35, 55, 64, 81, 104, 113, 92),
-    (49, 64, 78, 87, 103, 121, 120, 101), (72, 92, 95, 98, 112, 100, 103, 99),
-)
-_CHROMA_TABLE = ((17, 18, 24, 47, 99, 99, 99, 99), (18, 21, 26, 66, 99, 99, 99, 99), (24, 26, 56, 99, 99, 99, 99, 99),
-                 (47, 66, 99, 99, 99, 99, 99, 99)) + ((99,) * 8,) * 4
-_RGB_TO_YCC = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-_YCC_TO_RGB = torch.tensor([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]])
-
-
-def jpeg_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 8, 8) luminance and chrominance quantisation tables for integer qualities 1..100, scaled as
-    libjpeg (and so Pillow) scales them."""
-    q = quality.double().clamp(1, 100).view(-1, 1, 1)
-    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)
-
-    def scaled(table):
-        return torch.floor((torch.tensor(table, dtype=torch.float64) * scale + 50) / 100).clamp(1, 255)
-    return scaled(_LUMA_TABLE), scaled(_CHROMA_TABLE)
-
-
-@lru_cache(maxsize=4)
-def _dct_matrix(device: torch.device) -> torch.Tensor:
-    # JPEG's 2-D FDCT of a flattened 8x8 block as one 64x64 matrix: kron(D, D), D the orthonormal DCT-II.
-    n = torch.arange(8, dtype=torch.float64)
-    d = torch.cos((2 * n[None, :] + 1) * n[:, None] * math.pi / 16) * math.sqrt(2 / 8)
-    d[0] /= math.sqrt(2)
-    return torch.kron(d, d).float().to(device)
-
-
-def _jpeg_plane(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    # (N, H, W) samples 0..255, H and W multiples of 8 -> the plane after DCT, quantisation and back.
-    n, h, w = plane.shape
-    dct = _dct_matrix(plane.device)
-    blocks = (plane - 128).view(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4).reshape(n, -1, 64)
-    step = table.to(plane.device, plane.dtype).view(n, 1, 64)
-    coeffs = torch.round(blocks @ dct.T / step) * step
-    blocks = (coeffs @ dct + 128).view(n, h // 8, w // 8, 8, 8)
-    return blocks.permute(0, 1, 3, 2, 4).reshape(n, h, w)
-
-
-def jpeg(x: torch.Tensor, quality: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """JPEG-compress each image of an NCHW batch in [0, 1] at its integer quality and decode it, in torch on
-    x's device: YCbCr (JFIF), 2x2 chroma averaging, 8x8 DCT with libjpeg's quality-scaled tables, rounding,
-    nearest chroma upsampling. As Real-ESRGAN's training JPEG (DiffJPEG, not differentiable), it is close to but
-    not bit-equal with libjpeg, which works in integers and upsamples chroma with a triangle filter."""
-    b, _, h, w = x.shape
-    quality = torch.as_tensor(quality).double().round().expand(b)
-    luma_table, chroma_table = jpeg_tables(quality)
-    rgb = (x.float().clamp(0, 1) * 255).round()
-    ph, pw = (-h) % 16, (-w) % 16  # whole 16x16 macroblocks (edge-replicated, as an encoder pads)
-    rgb = F.pad(rgb, (0, pw, 0, ph), mode="replicate") if ph or pw else rgb
-    ycc = torch.einsum("ij,bjhw->bihw", _RGB_TO_YCC.to(rgb.device), rgb)
-    luma = _jpeg_plane(ycc[:, 0], luma_table)
-    chroma = F.avg_pool2d(ycc[:, 1:], 2)  # Cb, Cr around 0 (JFIF adds 128, which the DCT takes off again)
-    chroma = _jpeg_plane(chroma.flatten(0, 1) + 128, chroma_table.repeat_interleave(2, 0)) - 128
-    chroma = F.interpolate(chroma.view(b, 2, *chroma.shape[-2:]), scale_factor=2, mode="nearest")
-    out = torch.einsum("ij,bjhw->bihw", _YCC_TO_RGB.to(rgb.device), torch.cat([luma[:, None], chroma], 1))
-    return (out[..., :h, :w].clamp(0, 255).round() / 255).to(x.dtype)
-
-
-# ------------------------------------------------------------------------------------------------------ #
-# Blur kernels (basicsr.data.degradations), built in float64
-# ------------------------------------------------------------------------------------------------------ #
-
-KERNEL_SIZES = tuple(range(7, 22, 2))
-
-
-class Profile(Enum):
-    """Radial profile of a blur kernel in the Mahalanobis distance q of its covariance."""
-
-    GAUSSIAN = "gaussian"  # exp(-q/2)
-    GENERALIZED = "generalized"  # exp(-q^beta/2)
-    PLATEAU = "plateau"  # 1 / (1 + q^beta)
-
-
-# Real-ESRGAN's kernel_list, in its order: iso, aniso, generalized_iso, generalized_aniso, plateau_iso,
-# plateau_aniso. `BlurConfig.kernel_probs` follows this order.
-KERNEL_KINDS = tuple((profile, isotropic) for profile in Profile for isotropic in (True, False))
-
-
-def _centred_grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # (x, y) offsets from the kernel centre; x runs along columns, y along rows.
-    ax = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    y, x = torch.meshgrid(ax, ax, indexing="ij")
-    return x, y
-
-
-def bivariate_kernel(
-    size: int,
-    sigma_x: float,
-    sigma_y: float | None = None,
-    theta: float = 0.0,
-    profile: Profile = Profile.GAUSSIAN,
-    beta: float = 1.0,
-) -> torch.Tensor:
-    """A size x size kernel, summing to 1, with covariance R diag(sx^2, sy^2) R^T (R rotates by theta)."""
-    sigma_y = sigma_x if sigma_y is None else sigma_y
-    c, s = math.cos(theta), math.sin(theta)
-    rotation = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
-    covariance = rotation @ torch.diag(torch.tensor([sigma_x**2, sigma_y**2], dtype=torch.float64)) @ rotation.T
-    inv = torch.linalg.inv(covariance)
-    x, y = _centred_grid(size)
-    q = inv[0, 0] * x * x + (inv[0, 1] + inv[1, 0]) * x * y + inv[1, 1] * y * y
-    if profile is Profile.GAUSSIAN:
-        kernel = torch.exp(-0.5 * q)
-    elif profile is Profile.GENERALIZED:
-        kernel = torch.exp(-0.5 * q**beta)
-    else:
-        kernel = 1 / (q**beta + 1)
-    return kernel / kernel.sum()
-
-
-def circular_lowpass_kernel(cutoff: float, size: int) -> torch.Tensor:
-    """The 2-D sinc (ideal circular low-pass at `cutoff` radians), size x size, summing to 1."""
-    x, y = _centred_grid(size)
-    r = torch.sqrt(x * x + y * y)
-    r_safe = torch.where(r == 0, torch.ones_like(r), r)
-    bessel = torch.from_numpy(scipy.special.j1((cutoff * r_safe).numpy()))  # torch's j1 is off by ~1e-6 relative
-    kernel = cutoff * bessel / (2 * math.pi * r_safe)
-    kernel = torch.where(r == 0, torch.full_like(r, cutoff**2 / (4 * math.pi)), kernel)  # the limit at r = 0
-    return kernel / kernel.sum()
-
-
-def _pad_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
-    pad = (size - kernel.shape[-1]) // 2
-    return F.pad(kernel, (pad, pad, pad, pad))
 
 
 # ------------------------------------------------------------------------------------------------------ #
@@ -466,11 +277,6 @@ def _random_jpeg(x: torch.Tensor, stage: RoundConfig, generator: torch.Generator
     return jpeg(x, _uniform(generator, *stage.jpeg_range, n=x.shape[0]))
 
 
-def _stack(kernels: list[torch.Tensor]) -> torch.Tensor:
-    size = max(k.shape[-1] for k in kernels)
-    return torch.stack([_pad_kernel(k, size) for k in kernels])
-
-
 class Kernels(NamedTuple):
     """The per-image filters of one batch: (N, k, k) float64 each. Drawing them is the per-image Python work
     of the degradation, so a training loader draws them in its workers and the device does the pixels."""
@@ -487,7 +293,7 @@ def draw_kernels(n: int, config: DegradationConfig, generator: torch.Generator) 
         first.append(random_blur_kernel(config.first.blur, generator))
         second.append(random_blur_kernel(config.second.blur, generator))
         sincs.append(random_final_sinc_kernel(config, generator))
-    return Kernels(_stack(first), _stack(second), _stack(sincs))
+    return Kernels(stack_kernels(first), stack_kernels(second), stack_kernels(sincs))
 
 
 def degrade(hr: torch.Tensor, config: DegradationConfig, generator: torch.Generator,

@@ -17,7 +17,7 @@ from .io import ImageReadError, read_image
 
 def bicubic_baseline(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Plain bicubic upscaling (MATLAB imresize, the papers' baseline) of a 3xhxw LR image to `size`."""
-    from .degrade import imresize
+    from .imresize import imresize
 
     return imresize(lr[None], size=size)[0].clamp(0, 1)
 

@@ -11,6 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -238,3 +239,94 @@ def _write_png16(arr: np.ndarray, path: str) -> None:
 def load_rgb(path: str | Path) -> torch.Tensor:
     """Just the RGB of an image file as a 3xHxW float tensor in [0, 1]."""
     return read_image(path).rgb
+
+
+# ---- images of every kind (PIL, numpy, tensors) <-> LoadedImage ------------------------------------------
+def _from_tensor(t: torch.Tensor, bits: int = 8) -> LoadedImage:
+    """CxHxW float in [0, 1], C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)."""
+    if t.ndim != 3 or t.shape[0] not in (1, 2, 3, 4):
+        raise ValueError(f"expected an image of shape Cx H x W with C in 1..4, got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(f"tensor images are float in [0, 1], got {t.dtype}")
+    t = t.detach().float().clamp(0, 1)
+    c = t.shape[0]
+    grey = c <= 2
+    rgb = t[:1].expand(3, -1, -1) if grey else t[:3]
+    alpha = t[c - 1:] if c in (2, 4) else None
+    return LoadedImage(rgb=rgb.contiguous(), alpha=alpha, bits=bits, grey=grey)
+
+
+def _channels(img: LoadedImage) -> torch.Tensor:
+    """The image's own channels (grey or RGB, then alpha) as CxHxW float."""
+    colour = img.rgb.mean(0, keepdim=True) if img.grey else img.rgb
+    return torch.cat([colour] + ([img.alpha.to(colour.device)] if img.alpha is not None else []))
+
+
+def loaded_from_array(a: np.ndarray) -> LoadedImage:
+    arr = a[..., None] if a.ndim == 2 else a
+    if arr.ndim != 3:
+        raise ValueError(f"expected an HxW or HxWxC array, got shape {a.shape}")
+    if arr.dtype == np.uint8:
+        x, bits = arr.astype(np.float32) / 255, 8
+    elif arr.dtype == np.uint16:
+        x, bits = arr.astype(np.float32) / 65535, 16
+    elif arr.dtype.kind == "f":
+        x, bits = arr.astype(np.float32), 8
+    else:
+        raise ValueError(f"arrays are uint8, uint16 or float in [0, 1], got {arr.dtype}")
+    return _from_tensor(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), bits)
+
+
+def _to_numpy(img: LoadedImage, like: np.ndarray) -> np.ndarray:
+    chans = _channels(img)
+    if like.dtype in (np.uint8, np.uint16):
+        arr = to_array(chans, 16 if like.dtype == np.uint16 else 8)
+    else:
+        arr = chans.detach().float().cpu().numpy().transpose(1, 2, 0).astype(like.dtype)
+    return arr[..., 0] if like.ndim == 2 else arr
+
+
+def _from_pil(im: Image.Image) -> tuple[LoadedImage, Callable[[LoadedImage], Image.Image]]:
+    mode = im.mode
+    if mode.startswith("I"):  # I;16* and I: 16-bit grey
+        arr = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+        out_dtype = np.uint16 if mode.startswith("I;16") else np.int32
+        return loaded_from_array(arr), lambda img: Image.fromarray(_to_numpy(img, arr).astype(out_dtype))
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        has_alpha = "A" in mode or "a" in mode or "transparency" in im.info
+        mode = ("LA" if has_alpha else "L") if mode in ("1", "La") else ("RGBA" if has_alpha else "RGB")
+        im = im.convert(mode)
+    arr = np.asarray(im)
+    return loaded_from_array(arr), lambda img: Image.fromarray(_to_numpy(img, arr))
+
+
+def to_loaded(image: Any) -> tuple[list[LoadedImage], Callable[[list[LoadedImage]], Any]]:
+    """Any accepted input -> LoadedImages, and the function that turns results back into the same kind."""
+    if isinstance(image, (list, tuple)):
+        parts = [to_loaded(im) for im in image]
+        sizes = [len(items) for items, _ in parts]
+
+        def rebuild_list(outs):
+            res, i = [], 0
+            for (_, rebuild), n in zip(parts, sizes):
+                res.append(rebuild(outs[i:i + n]))
+                i += n
+            return res
+
+        return [it for items, _ in parts for it in items], rebuild_list
+    if isinstance(image, Image.Image):
+        img, rebuild = _from_pil(image)
+        return [img], lambda outs: rebuild(outs[0])
+    if isinstance(image, np.ndarray):
+        return [loaded_from_array(image)], lambda outs: _to_numpy(outs[0], image)
+    if isinstance(image, torch.Tensor):
+        def back(img):
+            return _channels(img).to(device=image.device, dtype=image.dtype)
+
+        if image.ndim == 4:
+            return [_from_tensor(t) for t in image], lambda outs: torch.stack([back(o) for o in outs])
+        return [_from_tensor(image)], lambda outs: back(outs[0])
+    if isinstance(image, LoadedImage):
+        return [image], lambda outs: outs[0]
+    raise TypeError(f"cannot upscale a {type(image).__name__}: give a PIL image, a tensor, a numpy array "
+                    "or a list of them")

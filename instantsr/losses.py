@@ -3,6 +3,9 @@
 Perceptual: :class:`instantsr.metrics.LPIPS` is itself the LPIPS loss (frozen, differentiable in its
 inputs, one value per image); :class:`EADISTS` is DFOSD's edge-aware DISTS. Inputs are images in
 [0, 1], NCHW; convert from the models' [-1, 1] with ``(x + 1) / 2``.
+
+Adversarial: :func:`discriminator_loss` and :func:`generator_loss` on discriminator logits
+(:mod:`instantsr.nets.discriminators`), hinge or non-saturating.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch.nn.functional as F
 
 from instantsr.metrics import DISTS, LPIPS
 
-__all__ = ["EADISTS", "LPIPS", "sobel_magnitude"]
+__all__ = ["EADISTS", "LPIPS", "discriminator_loss", "generator_loss", "sobel_magnitude"]
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -43,3 +46,19 @@ class EADISTS(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         edges = self.dists(sobel_magnitude(a, self.eps), sobel_magnitude(b, self.eps))
         return self.dists(a, b) + edges
+
+
+def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, kind: str, weight: float = 0.5) -> torch.Tensor:
+    """Discriminator loss on the logits of real and generated samples: ``kind`` "hinge" (LDM)
+    relu(1 - real) + relu(1 + fake), else non-saturating softplus(-real) + softplus(fake) (-log D(real)
+    - log(1 - D(fake))), each term a mean. ``weight`` multiplies the sum of the two terms: 0.5, the default,
+    averages them (LDM, the autoencoder recipe); RSD sums them (weight 1, as DMD2)."""
+    if kind == "hinge":
+        return weight * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+    return weight * (F.softplus(-real).mean() + F.softplus(fake).mean())
+
+
+def generator_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
+    """Generator loss on the discriminator's logits of generated samples: ``kind`` "hinge" -mean(fake) (LDM),
+    else the non-saturating -log D(fake) = mean softplus(-fake)."""
+    return -fake.mean() if kind == "hinge" else F.softplus(-fake).mean()

@@ -17,6 +17,7 @@ and, for a recipe that is not an SR model (the autoencoder), optionally:
     validate(model, config, lpips, device) -> (rows, strips, labels)
                                            replaces the LR -> SR validation; runs when config.val_hr is set
     uses_lr = False                        the LR half of each batch is unused: made by the cheapest preset
+    lr_scales = (2, 4)                     hand training_step {scale: LR} of each HR crop instead of one LR
 
 Run folder:
     RUN/config.toml            [train] and [method]: everything needed to reproduce the run
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import time
 import warnings
@@ -124,6 +126,39 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path, device) -> None:
     opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
 
 
+def trainable_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint holds of a network: its trainable parameters and its buffers. Frozen weights (a LoRA
+    run's base UNet, a fixed codec) are rebuilt by the recipe on resume, not written at every checkpoint."""
+    trainable = {k for k, p in net.named_parameters() if p.requires_grad}
+    buffers = {k for k, _ in net.named_buffers()}
+    return {k: v.detach().contiguous() for k, v in net.state_dict().items() if k in trainable | buffers}
+
+
+def load_trainable_state(net: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Load a `trainable_state` back; the checkpoint must hold every trainable parameter and nothing unknown."""
+    trainable = {k for k, p in net.named_parameters() if p.requires_grad}
+    own = set(net.state_dict())
+    missing, unknown = sorted(trainable - set(state)), sorted(set(state) - own)
+    if missing or unknown:
+        raise ValueError(f"{source}: does not fit this run's {type(net).__name__} (missing {missing[:3]}, unknown "
+                         f"{unknown[:3]}); start afresh with --no-resume or another --out")
+    net.load_state_dict(state, strict=False)
+
+
+def merge_lora(net: nn.Module) -> nn.Module:
+    """Fold peft LoRA adapters into their base layers and drop the adapters (export: a plain network, no peft)."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # no peft installed: no network can hold adapters
+        return net
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, BaseTunerLayer):
+                child.merge()
+                setattr(parent, name, child.get_base_layer())
+    return net
+
+
 def last_checkpoint(run_dir: Path) -> Path | None:
     ckpts = sorted((run_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
     ckpts = [c for c in ckpts if (c / "state.json").is_file()]  # a checkpoint is complete once state.json is
@@ -204,7 +239,10 @@ class Trainer:
         sampler = StepSampler(len(dataset), micro, seed=cfg.seed, start_step=step * cfg.grad_accum,
                               rank=acc.process_index)
         preset = cfg.degradation if getattr(self.recipe, "uses_lr", True) else "avgpool"
-        collate = partial(degrade_collate, scale=cfg.scale, preset=preset)
+        # a recipe may ask for LR at several scales of each HR crop (YONOS: s/2 and s); lr is then {scale: LR}
+        lr_scales = tuple(getattr(self.recipe, "lr_scales", ()) or ()) or cfg.scale
+        crop_multiple = math.lcm(*lr_scales) if isinstance(lr_scales, tuple) else cfg.scale
+        collate = partial(degrade_collate, scale=crop_multiple, preset=preset)
         loader = torch.utils.data.DataLoader(dataset, batch_size=micro, sampler=sampler, collate_fn=collate,
                                              num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                                              persistent_workers=cfg.num_workers > 0)
@@ -224,7 +262,7 @@ class Trainer:
                     self._save_checkpoint(acc, step, nets, optimizers, schedulers, ema)
                     break
                 for micro_step in range(cfg.grad_accum):
-                    hr, lr = degrade_pairs(next(batches), device, cfg.scale, preset, cfg.clean_fraction)
+                    hr, lr = degrade_pairs(next(batches), device, lr_scales, preset, cfg.clean_fraction)
                     gen = torch.Generator(device).manual_seed(seed_of(cfg.seed, step, acc.process_index, micro_step))
                     ctx = StepContext(acc, optimizers, schedulers, cfg.grad_clip, step, gen)
                     with acc.accumulate(*wrapped.values()), acc.autocast():
@@ -265,8 +303,7 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for name, net in nets.items():
-            save_file({k: v.contiguous() for k, v in acc.unwrap_model(net).state_dict().items()},
-                      str(tmp / f"{name}.safetensors"))
+            save_file(trainable_state(acc.unwrap_model(net)), str(tmp / f"{name}.safetensors"))
             _save_optimizer(optimizers[name], tmp / f"optim_{name}")
         save_file(ema.shadow, str(tmp / "ema.safetensors"))
         state = {"step": step, "schedulers": {n: s.state_dict() for n, s in schedulers.items()}}
@@ -279,7 +316,8 @@ class Trainer:
 
     def _load_checkpoint(self, ckpt, nets, optimizers, schedulers, ema, device) -> int:
         for name, net in nets.items():
-            net.load_state_dict(load_file(str(ckpt / f"{name}.safetensors"), device=str(device)))
+            load_trainable_state(net, load_file(str(ckpt / f"{name}.safetensors"), device=str(device)),
+                                 ckpt / f"{name}.safetensors")
             _load_optimizer(optimizers[name], ckpt / f"optim_{name}", device)
         ema.shadow = load_file(str(ckpt / "ema.safetensors"), device=str(device))
         state = json.loads((ckpt / "state.json").read_text())
@@ -296,7 +334,7 @@ class Trainer:
         backup = copy.deepcopy(net.state_dict())
         ema.copy_to(net)
         build = getattr(self.recipe, "inference_model", None) or self.recipe.sr_model
-        model = copy.deepcopy(build(net))
+        model = merge_lora(copy.deepcopy(build(net)))  # the copy: training keeps its adapters
         net.load_state_dict(backup)
         return model
 
@@ -314,19 +352,19 @@ class Trainer:
 
     @staticmethod
     def _validate_sr(model, cfg, lpips, device):
-        """PSNR-Y (and LPIPS) of SR against HR on the paired validation folders; LR | SR | HR strips."""
+        """PSNR-Y (and LPIPS) of SR against HR on the paired validation folders; LR | SR | HR strips. SR comes
+        from the Upscaler, the path of `instantsr upscale` (padding, seeded noise): the strip is what it writes."""
         from .data import PairedFolder
         from .metrics import psnr
+        from .pipeline import Upscaler
 
-        pairs = PairedFolder(cfg.val_lr, cfg.val_hr)
+        pairs, upscaler = PairedFolder(cfg.val_lr, cfg.val_hr), Upscaler(model)
         rows, strips = [], []
-        gen = torch.Generator(device).manual_seed(cfg.seed)
         for i in range(min(cfg.val_images, len(pairs))):
             name, lr, hr = pairs[i]
             lr, hr = lr[None].to(device), hr[None].to(device)
-            lr = _crop_to_multiple(lr, model.multiple)
             hr = hr[..., : lr.shape[-2] * model.scale, : lr.shape[-1] * model.scale]
-            sr = model.restore(lr, steps=cfg.val_steps or None, generator=gen)
+            sr = upscaler.upscale_tensor(lr, steps=cfg.val_steps or None, seed=cfg.seed)
             row = {"psnr_y": float(psnr(sr, hr).mean())}
             if lpips is not None:
                 row["lpips"] = float(lpips(sr, hr).mean())
@@ -349,11 +387,6 @@ class Trainer:
 def seed_of(*numbers: int) -> int:
     """A 63-bit seed mixed from integers, the same in every process and every run (unlike hash())."""
     return int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def _crop_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
-    h, w = x.shape[-2] // m * m, x.shape[-1] // m * m
-    return x[..., :h, :w]
 
 
 def _maybe_lpips(device):

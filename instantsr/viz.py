@@ -1,15 +1,21 @@
-"""Pictures people look at: comparison strips (LR | SR | HR ...) with labels."""
+"""Pictures people look at: comparison strips (LR | SR | HR ...) with labels, and the plots of `instantsr bench`
+(perception-distortion, speed vs steps; they need matplotlib, imported on use: `pip install 'instantsr[plots]'`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch.nn import functional as F
 
-from .io import save_image, to_array
+from .evaluate import bicubic_baseline
+from .io import list_images, read_image, save_image, to_array
+
+if TYPE_CHECKING:
+    from .timing import Setting
 
 
 def comparison_strip(rows: list[tuple[torch.Tensor, ...]], labels: list[str], path: str | Path,
@@ -40,3 +46,81 @@ def comparison_strip(rows: list[tuple[torch.Tensor, ...]], labels: list[str], pa
         draw.text((i * col_w + 4, 3), label, fill=(0, 0, 0))
     arr = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255
     save_image(arr, path)
+
+
+def plot_perception_distortion(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    for r in rows:
+        if r.get("lpips") is None or r.get("psnr") is None:
+            continue
+        ax.scatter(r["lpips"], r["psnr"])
+        steps = f"{r['steps']} {r['sampler'][:5]}" if r.get("sampler") else r["steps"]
+        ax.annotate(f"{r['name']} ({steps})", (r["lpips"], r["psnr"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("LPIPS (alex) ↓")
+    ax.set_ylabel("PSNR-Y (dB) ↑")
+    ax.set_title("Perception-distortion (label: model (steps))")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_speed(rows: list[dict], settings: Sequence[Setting], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    styles, markers = ["-", "--", ":", "-."], ["o", "s", "^", "D"]
+    # one line per model and sampler; a row without a sampler (one step) belongs to each of its model's lines
+    lines: dict[str, list[dict]] = {}
+    for r in rows:
+        samplers = {q["sampler"] for q in rows if q["name"] == r["name"] and q.get("sampler")}
+        for sm in ([r["sampler"]] if r.get("sampler") else sorted(samplers) or [""]):
+            lines.setdefault(f"{r['name']} {sm}".strip(), []).append(r)
+    names = list(lines)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(names):
+        mine = sorted(lines[name], key=lambda r: r["steps"])
+        for j, s in enumerate(settings):
+            pts = [(r["steps"], r[f"s_img_{s.key}"]) for r in mine if r.get(f"s_img_{s.key}")]
+            if pts:
+                ax.plot(*zip(*pts), styles[j % 4], marker=markers[j % 4], color=colours[i % len(colours)])
+    # two small legends: colour = model, line and marker = setting
+    ax.add_artist(ax.legend([Line2D([], [], color=colours[i % len(colours)], lw=3) for i in range(len(names))],
+                            names, loc="upper center", fontsize=7, title="model", title_fontsize=7))
+    ax.legend([Line2D([], [], color="0.3", ls=styles[j % 4], marker=markers[j % 4]) for j in range(len(settings))],
+              [s.label() for s in settings], loc="lower right", fontsize=7, title="LR size", title_fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xlabel("steps (network passes per image for diffusion models)")
+    ax.set_ylabel("seconds per image (median)")
+    ax.set_title("Speed vs steps")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def crops_strip(lr_files: Sequence[Path], hr_dir: Path, sr_dirs: dict[str, Path], path: Path, crop: int,
+                scale: int) -> None:
+    """LR | bicubic | each candidate | HR, a central crop of `crop` LR pixels of each image, labelled."""
+    hr_files = {p.stem: p for p in list_images(hr_dir)}
+    rows = []
+    for f in lr_files:
+        lr, hr = read_image(f).rgb, read_image(hr_files[f.stem]).rgb
+        c = min(crop, *lr.shape[-2:])
+        y, x = (lr.shape[-2] - c) // 2, (lr.shape[-1] - c) // 2
+        big = (slice(y * scale, (y + c) * scale), slice(x * scale, (x + c) * scale))
+        panels = [lr[:, y:y + c, x:x + c], bicubic_baseline(lr, tuple(hr.shape[-2:]))[:, big[0], big[1]]]
+        panels += [read_image(d / f"{f.stem}.png").rgb[:, big[0], big[1]] for d in sr_dirs.values()]
+        rows.append(tuple(panels + [hr[:, big[0], big[1]]]))
+    comparison_strip(rows, ["LR", "bicubic", *sr_dirs, "HR"], path)

@@ -51,7 +51,7 @@ def model_dir(tmp_path_factory) -> Path:
     """A tiny one-step model folder (untrained), saved once per test module."""
     torch.manual_seed(0)
     model = SRModel(ConditionalUNet.from_preset("tiny", latent_channels=48), PixelUnshuffleCodec(4),
-                    ResShiftSchedule(), scale=4, method="sinsr", steps=1)
+                    ResShiftSchedule(), scale=4, method="sinsr", steps=1, max_steps=1)
     folder = tmp_path_factory.mktemp("model")
     model.save_pretrained(folder)
     return folder

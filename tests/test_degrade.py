@@ -13,30 +13,30 @@ import torch.nn.functional as F
 from PIL import Image
 
 from instantsr.degrade import (
-    KERNEL_SIZES,
     PRESETS,
     BlurConfig,
     DegradationConfig,
-    Profile,
     add_gaussian_noise,
     add_poisson_noise,
     avgpool_downscale,
-    bicubic_upscale,
-    bivariate_kernel,
-    circular_lowpass_kernel,
     degrade,
     degrade_folder,
     draw_kernels,
     filter2d,
-    imresize,
-    jpeg,
-    jpeg_tables,
     make_lr,
     quantize,
     random_blur_kernel,
     random_final_sinc_kernel,
 )
+from instantsr.imresize import bicubic_upscale, imresize
 from instantsr.io import read_image
+from instantsr.jpeg import jpeg, jpeg_tables
+from instantsr.kernels import (
+    KERNEL_SIZES,
+    Profile,
+    bivariate_kernel,
+    circular_lowpass_kernel,
+)
 
 SET5_IMAGE = Path("/work/shared/data/test/set5/hr/img_001.png")
 

@@ -12,6 +12,7 @@ from instantsr.methods.rsd import RSDConfig, RSDRecipe
 from instantsr.methods.sinsr import SinSRConfig, SinSRRecipe
 from instantsr.model import SRModel, encode_condition
 from instantsr.nets.unet import ConditionalUNet
+from instantsr.pipeline import Upscaler
 from instantsr.train import Trainer
 
 from .test_train import tiny_train_config
@@ -44,6 +45,12 @@ class RecordingContext:
         self.updates.append((name, got))
         for net in self.recipe.networks().values():
             net.zero_grad(set_to_none=True)
+
+
+def restore(model: SRModel, lq, noise, generator=None, steps=None):
+    """One batch through the model's pieces with a given x_T noise (the Upscaler draws it from a seed)."""
+    cond = model.condition(lq, generator)
+    return model.decode(model.sample(model.prior(cond, noise), cond, steps, generator=generator))
 
 
 def batch(n=2, size=32, seed=0):
@@ -98,9 +105,9 @@ def test_rsd_generator_starts_as_teacher_with_a_noise_input():
     assert model.noise_channels == 1 and model.method == "rsd" and model.steps == 1
     lq = torch.rand(1, 3, 8, 8)
     # The noise channel starts at zero weight: same output as the teacher's one step, whatever eps is.
-    a = model.restore(lq, noise=torch.zeros(1, 48, 8, 8), generator=torch.Generator().manual_seed(1))
-    b = model.restore(lq, noise=torch.zeros(1, 48, 8, 8), generator=torch.Generator().manual_seed(2))
-    t = recipe.teacher.restore(lq, steps=1, noise=torch.zeros(1, 48, 8, 8))
+    a = restore(model, lq, torch.zeros(1, 48, 8, 8), generator=torch.Generator().manual_seed(1))
+    b = restore(model, lq, torch.zeros(1, 48, 8, 8), generator=torch.Generator().manual_seed(2))
+    t = restore(recipe.teacher, lq, torch.zeros(1, 48, 8, 8), steps=1)
     torch.testing.assert_close(a, t)
     torch.testing.assert_close(a, b)
 
@@ -123,7 +130,7 @@ def test_rsd_distillation_gradient_reaches_the_generator_through_x0_hat_only():
     recipe = rsd()
     hr, lr = batch()
     x0 = recipe.teacher.codec.encode(hr * 2 - 1)
-    y, cond = encode_condition(recipe.teacher.codec, lr, 4, 1, torch.Generator().manual_seed(0))
+    cond, y = encode_condition(recipe.teacher.codec, lr, 4, 1, torch.Generator().manual_seed(0))
     x_t, t = recipe.generator_input(x0, y, torch.Generator().manual_seed(0))
     with torch.no_grad():  # a fake model that has moved away from the teacher (else the gradient is exactly 0)
         for p in recipe.fake.parameters():
@@ -143,7 +150,7 @@ def test_rsd_loss_is_zero_when_the_fake_model_equals_the_teacher():
     recipe = rsd()  # fake starts as a copy of the teacher: ||f* - x0_hat||^2 - ||f_phi - x0_hat||^2 = 0
     hr, lr = batch()
     x0 = recipe.teacher.codec.encode(hr * 2 - 1)
-    y, cond = encode_condition(recipe.teacher.codec, lr, 4)
+    cond, y = encode_condition(recipe.teacher.codec, lr, 4)
     loss = recipe.distillation_loss(x0 + 0.1, y, (cond, y), torch.Generator().manual_seed(0))
     assert abs(float(loss.detach())) < 1e-5
 
@@ -185,6 +192,6 @@ def test_students_train_through_the_one_loop_and_export(method, hr_folder, tmp_p
     Trainer(recipe, tiny_train_config(hr_folder, steps=3, checkpoint_every=3), run, method).run()
     model = SRModel.from_pretrained(run / "model")
     assert model.method == method and model.steps == 1
-    out = model.restore(torch.rand(1, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    out = Upscaler(model).upscale_tensor(torch.rand(1, 3, 8, 8), seed=0)
     assert out.shape == (1, 3, 32, 32)
     assert (run / "checkpoints" / "step_0000003" / f"optim_{recipe.ema_network}.safetensors").is_file()

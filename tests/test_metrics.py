@@ -16,8 +16,10 @@ import torch
 from PIL import Image
 
 from instantsr import metrics, weights
+from instantsr.color import rgb_to_y
 from instantsr.losses import EADISTS, sobel_magnitude
-from instantsr.metrics import DISTS, LPIPS, MetricSuite, niqe, psnr, rgb_to_y, ssim
+from instantsr.metrics import DISTS, LPIPS, MetricSuite, psnr, ssim
+from instantsr.niqe import niqe
 
 CALIBRATION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "calibration"
 NAMES = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")

@@ -19,8 +19,8 @@ from instantsr.diffusion.resshift import ResShiftSchedule
 from instantsr.io import read_image, save_image
 from instantsr.model import ModelFolderError, SRModel
 from instantsr.nets.unet import ConditionalUNet
-from instantsr.pipeline import (TiledDenoiser, Upscaler, adain_color_fix, span_windows, tile_spans,
-                                upscale_paths, wavelet_color_fix)
+from instantsr.pipeline import Upscaler, adain_color_fix, upscale_paths, wavelet_color_fix
+from instantsr.tiling import TiledDenoiser, span_windows, tile_spans
 
 
 

@@ -39,6 +39,14 @@ def _exact(x0):
     return lambda x_t, t_index, cond: x0.to(x_t.dtype)
 
 
+def _sample(sampler, denoiser, y, noise=None, generator=None, lq=None, **kwargs):
+    """x_T = y + kappa sqrt(eta_T) noise (noise drawn first from `generator` when not given), then the sampler
+    from x_T with cond = (lq, y): the callers' old one-call form."""
+    if noise is None:
+        noise = torch.randn(y.shape, generator=generator, dtype=y.dtype)
+    return sampler(denoiser, prior_sample(y, noise, SCHEDULE), SCHEDULE, (lq, y), generator=generator, **kwargs)
+
+
 # ---------------------------------------------------------------------------- schedule
 
 
@@ -161,7 +169,7 @@ def test_posterior_gives_marginal(steps):
 def _smooth_model(x0, scale=0.1):
     """A model whose answer depends on its input, index and condition (for non-trivial paths)."""
     def denoiser(x_t, t_index, cond):
-        bias = 0 if cond is None else cond
+        bias = 0 if cond is None or cond[0] is None else cond[0]
         return x0.to(x_t.dtype) + scale * torch.tanh(x_t) * (1 + t_index.view(-1, 1, 1, 1) / 15) + bias
     return denoiser
 
@@ -170,7 +178,7 @@ def _smooth_model(x0, scale=0.1):
 @pytest.mark.parametrize("steps", [None, 4])
 def test_exact_model_returns_x0(sampler, steps):
     x0, y = _pair(dtype=torch.float32)
-    out = sampler(_exact(x0), y, SCHEDULE, generator=_gen(4), steps=steps)
+    out = _sample(sampler, _exact(x0), y, generator=_gen(4), steps=steps)
     assert torch.equal(out, x0)
 
 
@@ -178,25 +186,25 @@ def test_exact_model_returns_x0(sampler, steps):
 def test_samplers_reproducible(sampler):
     x0, y = _pair(dtype=torch.float32)
     cond = torch.full_like(y, 0.01)
-    a = sampler(_smooth_model(x0), y, SCHEDULE, generator=_gen(5), cond=cond)
-    b = sampler(_smooth_model(x0), y, SCHEDULE, generator=_gen(5), cond=cond)
-    c = sampler(_smooth_model(x0), y, SCHEDULE, generator=_gen(6), cond=cond)
+    a = _sample(sampler, _smooth_model(x0), y, generator=_gen(5), lq=cond)
+    b = _sample(sampler, _smooth_model(x0), y, generator=_gen(5), lq=cond)
+    c = _sample(sampler, _smooth_model(x0), y, generator=_gen(6), lq=cond)
     assert torch.equal(a, b) and not torch.equal(a, c) and a.dtype == torch.float32
 
 
 def test_deterministic_sampler_uses_noise_only_for_prior():
     x0, y = _pair()
     noise = torch.randn(y.shape, generator=_gen(7), dtype=y.dtype)
-    a = sample_deterministic(_smooth_model(x0), y, SCHEDULE, noise=noise, generator=_gen(1))
-    b = sample_deterministic(_smooth_model(x0), y, SCHEDULE, noise=noise, generator=_gen(2))
+    a = _sample(sample_deterministic, _smooth_model(x0), y, noise=noise, generator=_gen(1))
+    b = _sample(sample_deterministic, _smooth_model(x0), y, noise=noise, generator=_gen(2))
     assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("sampler", [sample_resshift, sample_deterministic])
 def test_steps_15_equals_no_respacing(sampler):
     x0, y = _pair()
-    a = sampler(_smooth_model(x0), y, SCHEDULE, generator=_gen(8))
-    b = sampler(_smooth_model(x0), y, SCHEDULE, generator=_gen(8), steps=15)
+    a = _sample(sampler, _smooth_model(x0), y, generator=_gen(8))
+    b = _sample(sampler, _smooth_model(x0), y, generator=_gen(8), steps=15)
     assert torch.equal(a, b)
 
 
@@ -209,12 +217,12 @@ def test_one_step_calls_denoiser_once_at_top_index(sampler):
         calls.append((x_t.clone(), t_index.clone(), cond))
         return x0 + 0.5 * x_t
 
-    cond = object()
+    lq = object()
     noise = torch.randn(y.shape, generator=_gen(9), dtype=y.dtype)
-    out = sampler(denoiser, y, SCHEDULE, noise=noise, steps=1, cond=cond)
+    out = _sample(sampler, denoiser, y, noise=noise, steps=1, lq=lq)
     assert len(calls) == 1
     x_t, t_index, got_cond = calls[0]
-    assert t_index.tolist() == [14, 14] and got_cond is cond
+    assert t_index.tolist() == [14, 14] and got_cond[0] is lq and got_cond[1] is y
     assert torch.equal(x_t, prior_sample(y, noise, SCHEDULE))
     assert torch.equal(out, x0 + 0.5 * x_t)
 
@@ -227,8 +235,7 @@ def test_original_indices_and_trajectory():
         seen.append(t_index[0].item())
         return x0
 
-    out, traj = sample_deterministic(denoiser, y, SCHEDULE, steps=4, generator=_gen(0),
-                                     return_trajectory=True)
+    out, traj = _sample(sample_deterministic, denoiser, y, steps=4, generator=_gen(0), return_trajectory=True)
     assert seen == [14, 9, 5, 0] and len(traj) == 5 and traj[-1] is out
 
 
@@ -240,10 +247,9 @@ def test_original_indices_and_trajectory():
 def test_inversion_recovers_x_T_with_exact_model(steps, dtype, tol):
     x0, y = _pair(dtype=dtype)
     model = _exact(x0)
-    _, traj = sample_deterministic(model, y, SCHEDULE, generator=_gen(10), steps=steps,
-                                   return_trajectory=True)
+    _, traj = _sample(sample_deterministic, model, y, generator=_gen(10), steps=steps, return_trajectory=True)
     # traj[-2] is the state at the first kept index: the last step (m = 0) cannot be undone
-    x_T, inv = invert_deterministic(model, traj[-2], y, SCHEDULE, steps=steps, return_trajectory=True)
+    x_T, inv = invert_deterministic(model, traj[-2], SCHEDULE, (None, y), steps=steps, return_trajectory=True)
     assert torch.allclose(x_T, traj[0], atol=tol, rtol=0)
     assert len(inv) == len(traj) - 1
     for a, b in zip(inv, reversed(traj[:-1])):
@@ -253,23 +259,22 @@ def test_inversion_recovers_x_T_with_exact_model(steps, dtype, tol):
 def test_inversion_of_clean_image_follows_official_convention():
     """x0 itself stands in for x_{t_1}; with the exact model the noise part grows by sqrt(eta_T/eta_1)."""
     x0, y = _pair()
-    x_T = invert_deterministic(_exact(x0), x0, y, SCHEDULE)
+    x_T = invert_deterministic(_exact(x0), x0, SCHEDULE, (None, y))
     etas = SCHEDULE.etas
     residual_1 = -etas[0] * (y - x0)  # x0 - mean of q(x_1 | x0, y)
     expect = x0 + etas[-1] * (y - x0) + (etas[-1] / etas[0]).sqrt() * residual_1
     assert torch.allclose(x_T, expect, atol=1e-10)
     with pytest.raises(ValueError):
-        invert_deterministic(_exact(x0), x0, y, SCHEDULE, steps=1)
+        invert_deterministic(_exact(x0), x0, SCHEDULE, (None, y), steps=1)
 
 
 def test_fixed_point_inversion_with_input_dependent_model():
     x0, y = _pair()
     cond = torch.zeros_like(y)
     model = _smooth_model(x0, scale=0.02)
-    _, traj = sample_deterministic(model, y, SCHEDULE, generator=_gen(11), cond=cond,
-                                   return_trajectory=True)
-    plain = invert_deterministic(model, traj[-2], y, SCHEDULE, cond=cond)
-    exact = invert_deterministic(model, traj[-2], y, SCHEDULE, cond=cond, fixed_point_iters=60)
+    _, traj = _sample(sample_deterministic, model, y, generator=_gen(11), lq=cond, return_trajectory=True)
+    plain = invert_deterministic(model, traj[-2], SCHEDULE, (cond, y))
+    exact = invert_deterministic(model, traj[-2], SCHEDULE, (cond, y), fixed_point_iters=60)
     assert (plain - traj[0]).abs().max() > 1e-3  # DDIM inversion is approximate ...
     assert torch.allclose(exact, traj[0], atol=1e-8)  # ... solving the implicit step is exact
 
@@ -295,17 +300,17 @@ def test_denoiser_wrapper_scales_input():
 def test_resshift_loss():
     x0, y = _pair()
     loss_fn = ResShiftLoss(SCHEDULE)
-    zero = loss_fn(_exact(x0), x0, y, generator=_gen(12))
+    zero = loss_fn(_exact(x0), x0, (None, y), generator=_gen(12))
     assert zero.shape == (2,) and torch.all(zero == 0)
     model = _smooth_model(x0)
-    a = loss_fn(model, x0, y, cond=0.0, generator=_gen(13))
-    b = loss_fn(model, x0, y, cond=0.0, generator=_gen(13))
+    a = loss_fn(model, x0, (0.0, y), generator=_gen(13))
+    b = loss_fn(model, x0, (0.0, y), generator=_gen(13))
     assert torch.equal(a, b) and torch.all(a > 0)
     t = torch.tensor([0, 14])
     noise = torch.randn(x0.shape, generator=_gen(14), dtype=x0.dtype)
-    got = loss_fn(model, x0, y, cond=0.0, t_index=t, noise=noise)
+    got = loss_fn(model, x0, (0.0, y), t_index=t, noise=noise)
     x_t = q_sample(x0, y, t, noise, SCHEDULE)
-    assert torch.allclose(got, ((model(x_t, t, 0.0) - x0) ** 2).mean(dim=(1, 2, 3)))
+    assert torch.allclose(got, ((model(x_t, t, (0.0, y)) - x0) ** 2).mean(dim=(1, 2, 3)))
     # uniform t over all T indices
     counts = torch.zeros(15)
 
@@ -315,7 +320,7 @@ def test_resshift_loss():
 
     g = _gen(15)
     for _ in range(200):
-        loss_fn(counting, x0, y, generator=g)
+        loss_fn(counting, x0, (None, y), generator=g)
     assert counts.sum() == 400 and torch.all(counts > 0)
 
 
@@ -331,9 +336,9 @@ def test_resshift_loss_perceptual_term():
     decode = lambda z: 0.5 * z  # noqa: E731  (a codec's latent -> image in [-1, 1])
     l1 = lambda sr, hr: (sr - hr).abs().flatten(1).mean(1)  # noqa: E731  (a stand-in perceptual distance)
     t, noise = torch.tensor([0, 14]), torch.randn(x0.shape, generator=_gen(17))
-    plain = ResShiftLoss(SCHEDULE)(model, x0, y, cond=0.0, t_index=t, noise=noise)
-    got = ResShiftLoss(SCHEDULE, l1, 0.5, decode)(model, x0, y, cond=0.0, t_index=t, noise=noise, image=image)
-    x0_hat = model(q_sample(x0, y, t, noise, SCHEDULE), t, 0.0)
+    plain = ResShiftLoss(SCHEDULE)(model, x0, (0.0, y), t_index=t, noise=noise)
+    got = ResShiftLoss(SCHEDULE, l1, 0.5, decode)(model, x0, (0.0, y), t_index=t, noise=noise, image=image)
+    x0_hat = model(q_sample(x0, y, t, noise, SCHEDULE), t, (0.0, y))
     sr = (decode(x0_hat).clamp(-1, 1) + 1) / 2  # clamped as the official; some values are out of range here
     assert (decode(x0_hat).abs() > 1).any()
     torch.testing.assert_close(got, plain + 0.5 * l1(sr, image))
@@ -341,14 +346,14 @@ def test_resshift_loss_perceptual_term():
     (grad_full,) = torch.autograd.grad(got.sum(), gain)
     assert grad_full != grad_plain  # the perceptual term reaches the network through the decoder
     with pytest.raises(ValueError, match="image="):
-        ResShiftLoss(SCHEDULE, l1, 0.5, decode)(model, x0, y, cond=0.0)
+        ResShiftLoss(SCHEDULE, l1, 0.5, decode)(model, x0, (0.0, y))
 
 
 def test_progress_bar_runs():
     x0, y = _pair()
-    out = sample_deterministic(_exact(x0), y, SCHEDULE, generator=_gen(0), steps=4, progress=True)
+    out = _sample(sample_deterministic, _exact(x0), y, generator=_gen(0), steps=4, progress=True)
     assert torch.equal(out, x0)
-    invert_deterministic(_exact(x0), x0, y, SCHEDULE, steps=4, progress=True)
+    invert_deterministic(_exact(x0), x0, SCHEDULE, (None, y), steps=4, progress=True)
 
 
 def test_residual_preconditioning_gives_y_at_T_and_x_t_at_1_for_a_zero_net():

@@ -14,6 +14,7 @@ import torch
 from instantsr import weights
 from instantsr.io import load_rgb
 from instantsr.metrics import psnr
+from instantsr.ncnn import rrdbnet_convs
 from instantsr.nets.rrdbnet import RRDBNet, load_realesrgan_x4plus
 
 from .conftest import DATA
@@ -101,6 +102,18 @@ def test_realesrgan_converter_rejects_other_graphs():
     convert = weights.WEIGHTS["realesrgan_x4plus"].convert
     with pytest.raises(weights.WeightsError, match="has 2 convolutions, RRDBNet has 351"):
         convert(_synthetic_bin(), _PARAM.encode())
+
+
+def test_converter_layout_is_rrdbnet():
+    # the ncnn converter writes RRDBNet's convolutions out instead of importing the network: they must agree
+    for kwargs in ({}, {"num_feat": 8, "num_block": 2, "num_grow_ch": 4}):
+        with torch.device("meta"):
+            net = RRDBNet(3, 3, scale=4, **kwargs)
+        convs = [(n, tuple(m.weight.shape)) for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
+        assert [(n, shape) for n, shape, _ in rrdbnet_convs(**kwargs)] == convs
+    lrelu = {n for n, _, act in rrdbnet_convs() if act}
+    assert {"body.0.rdb1.conv1", "conv_up1", "conv_up2", "conv_hr"} <= lrelu
+    assert not lrelu & {"body.0.rdb1.conv5", "conv_first", "conv_body", "conv_last"}
 
 
 def test_missing_realesrgan_weights_message(tmp_path, monkeypatch):

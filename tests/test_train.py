@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from instantsr.config import read_config
 from instantsr.methods.resshift import ResShiftConfig, ResShiftRecipe
 from instantsr.model import SRModel
+from instantsr.pipeline import Upscaler
 from instantsr.train import TrainConfig, Trainer, last_checkpoint, load_run_config
 
 TINY = ResShiftConfig(unet="tiny")
@@ -41,7 +42,7 @@ def test_loss_goes_down_and_model_exports(hr_folder, tmp_path):
     assert len(trace) == 60
     assert sum(trace[-15:]) / 15 < 0.7 * sum(trace[:5]) / 5
     model = SRModel.from_pretrained(run / "model")
-    out = model.restore(torch.rand(1, 3, 16, 16), steps=2, generator=torch.Generator().manual_seed(0))
+    out = Upscaler(model).upscale_tensor(torch.rand(1, 3, 16, 16), steps=2, seed=0)
     assert out.shape == (1, 3, 64, 64) and 0 <= out.min() and out.max() <= 1
     # The run folder says everything needed to reproduce it.
     saved = read_config(run / "config.toml")
@@ -188,7 +189,7 @@ def test_init_with_another_sigma_data_keeps_the_one_step_prediction(hr_folder, t
 
 def test_shipped_recipe_configs_parse():
     # configs/default/*.toml are the recipe of the shipped model: every key must still be a known field.
-    from instantsr.cli import method_config_class
+    from instantsr.methods import METHODS
     from instantsr.config import read_config
     from instantsr.train import load_run_config
 
@@ -196,6 +197,6 @@ def test_shipped_recipe_configs_parse():
     assert {f.stem for f in files} >= {"teacher_stage1", "teacher", "teacher_stage4_cpu", "sinsr", "rsd"}
     for f in files:
         method = read_config(f)["method"]
-        train, recipe = load_run_config(f, method, method_config_class(method))
+        train, recipe = load_run_config(f, method, METHODS[method].load()[0])
         gpu = not f.stem.endswith("_cpu")  # GPU stages train in bf16; CPU ones in float32
         assert train.time_limit_min > 0 and train.mixed_precision == ("bf16" if gpu else "no"), f.name

@@ -26,7 +26,8 @@ import sys
 
 import torch
 
-from instantsr.degrade import bicubic_upscale, make_lr, quantize
+from instantsr.degrade import make_lr, quantize
+from instantsr.imresize import bicubic_upscale
 from instantsr.io import read_image
 from instantsr.metrics import MetricSuite
 from instantsr.pipeline import Upscaler

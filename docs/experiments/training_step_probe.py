@@ -14,7 +14,7 @@ def tm(f, n=5):
 ms, items = tm(lambda: [ds[(i % len(ds), i)] for i in range(256)], 2); print(f"getitem x256 {ms:.0f} ms")
 ms, batch = tm(lambda: degrade_collate(items), 2); print(f"collate (kernels) {ms:.0f} ms")
 ms, (hr, lr) = tm(lambda: degrade_pairs(batch, dev)); print(f"degrade on GPU {ms:.0f} ms")
-from instantsr.degrade import jpeg
+from instantsr.jpeg import jpeg
 ms, _ = tm(lambda: jpeg(hr, 50)); print(f"jpeg 256x128^2 {ms:.1f} ms")
 r = ResShiftRecipe(ResShiftConfig(unet="small", sigma_data=0.2)); net = r.backbone.to(dev)
 opt = torch.optim.AdamW(net.parameters(), 1e-4)

@@ -18,12 +18,13 @@ Denoiser contract (one for every sampler, k-diffusion style):
     denoiser(x_t, t_index, cond) -> x0_hat
 
 ``x_t`` is the UNSCALED state (N, C, H, W); ``t_index`` a LongTensor (N,) of original indices;
-``cond`` is whatever the caller passed (the LR image the backbone concatenates), passed through
-untouched. Input scaling belongs to the wrapper, not the sampler: ``ResShiftDenoiser`` turns a
+``cond`` is ``Condition(lq, y)`` (``instantsr.diffusion.family``): the LR image the backbone
+concatenates and y. Input scaling belongs to the wrapper, not the sampler: ``ResShiftDenoiser`` turns a
 backbone ``net(scaled_x_t, t_index, lq)`` into such a denoiser.
 
-Samplers: ``sample_x(denoiser, y, schedule, noise=None, generator=None, steps=None, cond=None,
-progress=False, return_trajectory=False)`` -> x0 (or (x0, [x_T, ..., x0])).
+Samplers (k-diffusion style, one contract for every family): ``sample_x(denoiser, x, schedule, cond,
+steps=None, generator=None, progress=False, return_trajectory=False)`` -> x0 (or (x0, [x_T, ..., x0])),
+where ``x`` is x_T, drawn by the caller (``prior_sample``); the deterministic sampler reads y from cond.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class ResShiftSchedule:
     min_noise_level: float = 0.04
     etas_end: float = 0.99
     timesteps: tuple[int, ...] | None = None  # kept original indices, ascending; None = all
+    start_cap: float | None = None  # upper bound on sqrt(eta_1): SinSR's code caps it at sqrt(0.001), ResShift's
+    #                                 (v1 and v3) does not; inactive for the default config (0.02 < 0.0316)
 
     def __post_init__(self):
         kept = tuple(range(self.T)) if self.timesteps is None else tuple(int(i) for i in self.timesteps)
@@ -76,10 +79,12 @@ class ResShiftSchedule:
     @property
     def sqrt_etas(self) -> torch.Tensor:
         """sqrt(eta_t) for t = 1..T (float64, length T, indexed by original index)."""
-        # design.md: sqrt(eta_1) = min(min_noise_level / kappa, min_noise_level). The official code
-        # (ResShift/SinSR get_named_eta_schedule) also caps it at sqrt(0.001); the cap is inactive
-        # for the default config (0.02 < 0.0316) and matches official checkpoints for other configs.
-        start = min(self.min_noise_level / self.kappa, self.min_noise_level, math.sqrt(0.001))
+        # design.md: sqrt(eta_1) = min(min_noise_level / kappa, min_noise_level), as ResShift's official
+        # get_named_eta_schedule (its sqrt(0.001) cap is commented out there: ResShift v3, min_noise_level 0.2,
+        # starts at 0.1). SinSR's copy of that function keeps the cap: `start_cap` = sqrt(0.001) reproduces it.
+        start = min(self.min_noise_level / self.kappa, self.min_noise_level)
+        if self.start_cap is not None:
+            start = min(start, self.start_cap)
         b = (self.etas_end / start) ** (1.0 / (self.T - 1))
         beta = torch.linspace(0, 1, self.T, dtype=torch.float64) ** self.p * (self.T - 1)
         return start * b**beta
@@ -106,6 +111,11 @@ class ResShiftSchedule:
     def alphas(self) -> torch.Tensor:
         """alpha_t = eta_t - eta_{t-1} (eta_0 = 0)."""
         return self.etas - self.etas_prev
+
+    @property
+    def max_steps(self) -> int:
+        """The most sampling steps (network passes) the schedule allows: T."""
+        return self.T
 
     def respaced(self, steps: int) -> "ResShiftSchedule":
         """Keep `steps` indices evenly spaced over [0, T-1], both ends kept (steps=1 keeps T-1)."""
@@ -236,12 +246,11 @@ class ResShiftDenoiser(nn.Module):
 # Samplers
 
 
-def _setup(y, schedule, noise, generator, steps):
-    if steps is not None:
-        schedule = schedule.respaced(steps)
-    if noise is None:
-        noise = _randn(y, generator)
-    return schedule, prior_sample(y, noise, schedule)
+def _y_of(cond):
+    """y, the latent of the bicubic-upsampled LR image, from cond = Condition(lq, y) (or a plain (lq, y) tuple)."""
+    if not isinstance(cond, tuple) or len(cond) != 2:
+        raise ValueError("ResShift samplers need cond = Condition(lq, y): the residual shift is towards y")
+    return cond[1]
 
 
 def _descending(schedule, progress):
@@ -254,10 +263,10 @@ def _descending(schedule, progress):
 
 
 @torch.no_grad()
-def sample_resshift(denoiser, y, schedule, noise=None, generator=None, steps=None, cond=None,
-                    progress=False, return_trajectory=False):
-    """Ancestral sampling of ResShift (Yue et al. 2023): posterior mean plus posterior noise."""
-    schedule, x = _setup(y, schedule, noise, generator, steps)
+def sample_resshift(denoiser, x, schedule, cond, steps=None, generator=None, progress=False,
+                    return_trajectory=False):
+    """Ancestral sampling of ResShift (Yue et al. 2023): posterior mean plus posterior noise, from x = x_T."""
+    schedule = schedule if steps is None else schedule.respaced(steps)
     trajectory = [x]
     for i in _descending(schedule, progress):
         t = _full_index(i, x)
@@ -270,10 +279,10 @@ def sample_resshift(denoiser, y, schedule, noise=None, generator=None, steps=Non
 
 
 @torch.no_grad()
-def sample_deterministic(denoiser, y, schedule, noise=None, generator=None, steps=None, cond=None,
-                         progress=False, return_trajectory=False):
-    """Deterministic DDIM-like sampling of ResShift (SinSR, Wang et al. 2024, Eq. 5)."""
-    schedule, x = _setup(y, schedule, noise, generator, steps)
+def sample_deterministic(denoiser, x, schedule, cond, steps=None, generator=None, progress=False,
+                         return_trajectory=False):
+    """Deterministic DDIM-like sampling of ResShift (SinSR, Wang et al. 2024, Eq. 5), from x = x_T."""
+    schedule, y = schedule if steps is None else schedule.respaced(steps), _y_of(cond)
     trajectory = [x]
     for i in _descending(schedule, progress):
         t = _full_index(i, x)
@@ -283,16 +292,15 @@ def sample_deterministic(denoiser, y, schedule, noise=None, generator=None, step
 
 
 @torch.no_grad()
-def invert_deterministic(denoiser, x0, y, schedule, steps=None, cond=None, progress=False,
-                         return_trajectory=False, fixed_point_iters=0):
+def invert_deterministic(denoiser, x0, schedule, cond, steps=None, progress=False, return_trajectory=False,
+                         fixed_point_iters=0):
     """DDIM-style inversion of the deterministic sampler (SinSR official ddim_inverse_loop): x0 -> x_T."""
     # The last sampling step (m = 0) maps everything to x0_hat and cannot be undone, so, as in the
     # official code, x0 stands in for the state at the first kept index (eta_1 = 4e-4), and each
     # kept index above it is reached by solving the step's line for x_t. x0_hat comes from the
     # model at the CURRENT (less noisy) point with the TARGET index, as in DDIM inversion;
     # fixed_point_iters > 0 re-evaluates it at the new x_t (our addition, 0 = official).
-    if steps is not None:
-        schedule = schedule.respaced(steps)
+    schedule, y = schedule if steps is None else schedule.respaced(steps), _y_of(cond)
     if len(schedule.timesteps) < 2:
         raise ValueError("inversion needs at least 2 kept timesteps (steps >= 2)")
     x = x0
@@ -328,11 +336,10 @@ class ResShiftLoss:
         self.perceptual_weight = perceptual_weight  # the official loss_coef[1] (1.0 in its journal configs)
         self.decode = decode  # latent -> image in [-1, 1]: the codec's decode, needed with `perceptual`
 
-    def __call__(self, denoiser, x0, y, cond=None, generator=None, t_index=None, noise=None, image=None):
+    def __call__(self, denoiser, x0, cond, generator=None, t_index=None, noise=None, image=None):
         # denoiser:  denoiser(x_t, t_index, cond) -> x0_hat (unscaled x_t, see module docstring)
         # x0:        clean latent (N, C, H, W), the target
-        # y:         latent of the bicubic-upsampled LR image, same shape as x0
-        # cond:      passed to the denoiser untouched (the LR image)
+        # cond:      Condition(lq, y), y the latent of the bicubic-upsampled LR image (x0's shape)
         # generator: for t_index and noise when they are not given (on x0's device)
         # t_index:   LongTensor (N,) of original indices; uniform when None
         # noise:     standard normal like x0; drawn when None
@@ -343,7 +350,7 @@ class ResShiftLoss:
                                     device=x0.device)
         if noise is None:
             noise = _randn(x0, generator)
-        x_t = q_sample(x0, y, t_index, noise, self.schedule)
+        x_t = q_sample(x0, _y_of(cond), t_index, noise, self.schedule)
         x0_hat = denoiser(x_t, t_index, cond)
         loss = (x0_hat - x0).pow(2).flatten(1).mean(1)
         if self.perceptual is None:

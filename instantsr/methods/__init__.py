@@ -1,0 +1,66 @@
+"""The training recipes, one module each, and the one table the CLI reads them from.
+
+Each entry imports its module only when asked (`instantsr --help` stays instant) and gives the recipe's config
+dataclass and class; `teacher` says the recipe distils a teacher given by `--teacher`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Method:
+    load: Callable[[], tuple[type, type]]  # -> (config dataclass, recipe class), imported on call
+    help: str  # one line for `instantsr train --help`
+    teacher: bool = False  # needs --teacher RUN_DIR
+
+
+def _resshift():
+    from .resshift import ResShiftConfig, ResShiftRecipe
+
+    return ResShiftConfig, ResShiftRecipe
+
+
+def _sinsr():
+    from .sinsr import SinSRConfig, SinSRRecipe
+
+    return SinSRConfig, SinSRRecipe
+
+
+def _rsd():
+    from .rsd import RSDConfig, RSDRecipe
+
+    return RSDConfig, RSDRecipe
+
+
+def _vp():
+    from .vp import VPConfig, VPRecipe
+
+    return VPConfig, VPRecipe
+
+
+def _autoencoder():
+    from .autoencoder import AutoencoderConfig, AutoencoderRecipe
+
+    return AutoencoderConfig, AutoencoderRecipe
+
+
+METHODS: dict[str, Method] = {
+    "resshift": Method(_resshift, "a ResShift teacher (residual shifting, x0-prediction)"),
+    "sinsr": Method(_sinsr, "a one-step SinSR student of a ResShift teacher", teacher=True),
+    "rsd": Method(_rsd, "a one-step RSD student of a ResShift teacher", teacher=True),
+    "vp": Method(_vp, "a VP latent diffusion SR model (v-prediction, DDIM; YONOS-SR's base model)"),
+    "autoencoder": Method(_autoencoder, "a KL latent codec (for a model's `codec`)"),
+}
+
+
+def build_recipe(method: str, method_config):
+    """The recipe of `method` from its config dataclass; a distiller without a teacher is one clear line."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    entry = METHODS[method]
+    if entry.teacher and not getattr(method_config, "teacher", ""):
+        raise ValueError(f"{method} needs a teacher: --teacher RUN_DIR (a run of `instantsr train resshift`)")
+    return entry.load()[1](method_config)

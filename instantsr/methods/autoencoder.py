@@ -13,14 +13,14 @@ codec of a teacher with `[resshift] codec = "RUN/model"`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..codecs import KLCodec
+from ..losses import discriminator_loss, generator_loss
+from ..nets.discriminators import PatchDiscriminator
 
 # width preset -> (channels per level for up to 4 levels, res blocks per level, GroupNorm groups)
 WIDTHS = {
@@ -60,44 +60,6 @@ def build_autoencoder(config: AutoencoderConfig) -> KLCodec:
     widths, blocks, groups = WIDTHS[config.width]
     return KLCodec(block_out_channels=widths[: config.down.bit_length()], latent_channels=config.latent_channels,
                    layers_per_block=blocks, norm_num_groups=groups, scaling_factor=config.scaling_factor)
-
-
-class PatchDiscriminator(nn.Module):
-    """PatchGAN (pix2pix, LDM's NLayerDiscriminator) with GroupNorm: one logit per patch of an image in [-1, 1]."""
-
-    def __init__(self, channels: int = 64, layers: int = 3, in_channels: int = 3):
-        super().__init__()
-
-        def norm(c: int) -> nn.Module:
-            return nn.GroupNorm(math.gcd(32, c), c)
-
-        mods: list[nn.Module] = [nn.Conv2d(in_channels, channels, 4, 2, 1), nn.LeakyReLU(0.2)]
-        c = channels
-        for i in range(1, layers + 1):
-            out = channels * min(2**i, 8)
-            stride = 2 if i < layers else 1  # the last one keeps the resolution, as pix2pix
-            mods += [nn.Conv2d(c, out, 4, stride, 1, bias=False), norm(out), nn.LeakyReLU(0.2)]
-            c = out
-        mods.append(nn.Conv2d(c, 1, 4, 1, 1))
-        self.net = nn.Sequential(*mods)
-        for m in self.modules():  # DCGAN / LDM initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "hinge":
-        return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
-    return 0.5 * (F.softplus(-real).mean() + F.softplus(fake).mean())
-
-
-def generator_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
-    return -fake.mean() if kind == "hinge" else F.softplus(-fake).mean()
 
 
 def _unwrap(net: nn.Module) -> nn.Module:

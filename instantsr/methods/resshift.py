@@ -26,7 +26,8 @@ class ResShiftConfig:
     p: float = 0.3
     min_noise_level: float = 0.04
     etas_end: float = 0.99
-    sigma_data: float = 0.25  # std of x0 - y for the residual preconditioning; 0 = the paper's plain x0
+    sigma_data: float = 0.25  # std of x0 - y for the residual preconditioning; 0 = the paper's plain x0 (the
+    #                           model then stores sigma_data None: the backbone's output is x0_hat)
     sample_steps: int = 15  # default steps of the exported model
     sampler: str = "deterministic"  # deterministic (SinSR) | stochastic (ResShift)
     init: str = ""  # a model folder (RUN/model) whose backbone starts this run: continues a teacher whose
@@ -108,13 +109,13 @@ class ResShiftRecipe:
                 frozen.to(hr.device)
         with torch.no_grad():
             x0 = self.codec.encode(hr * 2 - 1)
-            y, cond = encode_condition(self.codec, lr, self.method_config.scale)
+            cond = encode_condition(self.codec, lr, self.method_config.scale)
         r = self.method_config.loss_repeats
         if r > 1:  # the same images at r independent timesteps and noises
-            x0, y, cond = (v.repeat(r, 1, 1, 1) for v in (x0, y, cond))
+            x0, cond = x0.repeat(r, 1, 1, 1), type(cond)(*(v.repeat(r, 1, 1, 1) for v in cond))
             hr = hr.repeat(r, 1, 1, 1) if self.lpips is not None else hr  # only the LPIPS term reads it
         denoiser = ResShiftDenoiser(self._train_backbone, self.schedule, self.sigma_data)
-        loss = self.loss(denoiser, x0, y, (cond, y), generator=ctx.generator, image=hr).mean()
+        loss = self.loss(denoiser, x0, cond, generator=ctx.generator, image=hr).mean()
         ctx.update("denoiser", loss)
         return {"loss": loss.detach()}
 

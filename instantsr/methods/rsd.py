@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..diffusion.resshift import ResShiftDenoiser, ResShiftLoss, q_sample, scale_input
+from ..losses import discriminator_loss, generator_loss
 from ..model import SRModel, encode_condition
+from ..nets.discriminators import DiscriminatorHead
 from ..nets.unet import adapt_extra_channels
 
 
@@ -38,18 +39,6 @@ class RSDConfig:
     gan_weight: float = 3e-3
     fake_lr_scale: float = 1.0  # fake model learning rate = train.lr * this
     noise_channels: int = 1  # eps inputs of the generator
-
-
-class DiscriminatorHead(nn.Module):
-    """A small head on the fake model's encoder features: conv, SiLU, global pool, linear -> one logit."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.SiLU(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 1))
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features).squeeze(1)
 
 
 class FakeModel(nn.Module):
@@ -129,17 +118,17 @@ class RSDRecipe:
         """f_phi fitted on generator outputs (ResShift x0 loss) + its head's GAN loss, real HR vs generated."""
         fake = self._train["fake"]
         x0_hat = x0_hat.detach()
-        fit = self.fake_loss(self._denoiser("fake"), x0_hat, y, cond_lr, generator=generator).mean()
+        fit = self.fake_loss(self._denoiser("fake"), x0_hat, cond_lr, generator=generator).mean()
         if not self.method_config.gan_weight:
             return fit, {"fake_fit": fit.detach()}
         real, gen = self._disc_logits(fake, x0, y, cond_lr, generator), self._disc_logits(fake, x0_hat, y, cond_lr,
                                                                                            generator)
-        disc = F.softplus(-real).mean() + F.softplus(gen).mean()
+        disc = discriminator_loss(real, gen, "nonsaturating", weight=1.0)  # the sum of both terms, as DMD2
         return fit + disc, {"fake_fit": fit.detach(), "disc": disc.detach()}
 
     def gan_loss(self, x0_hat, y, cond_lr, generator: torch.Generator | None):
         """Non-saturating generator loss -log D(x0_hat | y)."""
-        return F.softplus(-self._disc_logits(self._train["fake"], x0_hat, y, cond_lr, generator)).mean()
+        return generator_loss(self._disc_logits(self._train["fake"], x0_hat, y, cond_lr, generator), "nonsaturating")
 
     def _disc_logits(self, fake, x0, y, cond_lr, generator):
         # The head reads the fake model's features of a noised sample at a random t (DMD2), conditioned on y.
@@ -155,9 +144,9 @@ class RSDRecipe:
         teacher = self.teacher.to(hr.device)
         with torch.no_grad():
             x0 = teacher.codec.encode(hr * 2 - 1)
-            y, cond = encode_condition(teacher.codec, lr, self.scale, cfg.noise_channels, g)
-        cond_lr = (cond[:, : cond.shape[1] - cfg.noise_channels], y)  # what f* and f_phi see: no eps input
-        cond = (cond, y)
+            cond = encode_condition(teacher.codec, lr, self.scale, cfg.noise_channels, g)
+        y = cond.y
+        cond_lr = cond._replace(lq=cond.lq[:, : cond.lq.shape[1] - cfg.noise_channels])  # f*, f_phi: no eps input
         logs = {}
         self.fake.requires_grad_(True)
         for _ in range(cfg.fake_updates):
@@ -183,4 +172,5 @@ class RSDRecipe:
 
     def sr_model(self, backbone=None) -> SRModel:
         return SRModel(backbone or self.generator, self.teacher.codec, self.schedule, scale=self.scale, method="rsd",
-                       steps=1, sampler="deterministic", sigma_data=self.teacher.sigma_data)
+                       steps=1, max_steps=1, sampler="deterministic", sigma_data=self.teacher.sigma_data,
+                       lr_multiple=self.teacher.lr_multiple)

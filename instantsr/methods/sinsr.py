@@ -54,12 +54,12 @@ class SinSRRecipe:
         teacher, T = self.teacher.to(hr.device), self.schedule.T
         with torch.no_grad():
             x0 = teacher.codec.encode(hr * 2 - 1)
-            y, lq = encode_condition(teacher.codec, lr, self.scale)
-            cond = (lq, y)
+            cond = encode_condition(teacher.codec, lr, self.scale)
+            y = cond.y
             eps = torch.randn(y.shape, generator=ctx.generator, device=y.device, dtype=y.dtype)
             x_T = prior_sample(y, eps, self.schedule)
             # The teacher's whole trajectory in one batched no-grad call; 15 passes, no student graph.
-            x0_teacher = sample_deterministic(teacher.denoiser, y, self.schedule, noise=eps, cond=cond,
+            x0_teacher = sample_deterministic(teacher.denoiser, x_T, self.schedule, cond,
                                               steps=self.method_config.teacher_steps)
         student = ResShiftDenoiser(self._train_student, self.schedule, self.teacher.sigma_data)
         restore = torch.full((y.shape[0],), T - 1, dtype=torch.long, device=y.device)
@@ -90,4 +90,5 @@ class SinSRRecipe:
 
     def sr_model(self, backbone=None) -> SRModel:
         return SRModel(backbone or self.student, self.teacher.codec, self.schedule, scale=self.scale,
-                       method="sinsr", steps=1, sampler="deterministic", sigma_data=self.teacher.sigma_data)
+                       method="sinsr", steps=1, max_steps=1, sampler="deterministic",
+                       sigma_data=self.teacher.sigma_data, lr_multiple=self.teacher.lr_multiple)

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 
 __all__ = ["ResShiftSwinUNet", "load_official", "read_official_state_dict", "load_state_dict_checked"]
 
@@ -135,14 +137,14 @@ class ResBlock(TimestepBlock):
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
     """``B x C x H x W -> (B * nW) x ws x ws x C`` (windows in row-major order)."""
     b, c, h, w = x.shape
-    x = x.view(b, c, h // ws, ws, w // ws, ws)
+    x = x.reshape(b, c, h // ws, ws, w // ws, ws)  # reshape, not view: a rolled/cropped input may not be contiguous
     return x.permute(0, 2, 4, 3, 5, 1).reshape(-1, ws, ws, c)
 
 
 def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: ``(B * nW) x ws x ws x C -> B x C x H x W``."""
     b = windows.shape[0] // ((h // ws) * (w // ws))
-    x = windows.view(b, h // ws, w // ws, ws, ws, -1)
+    x = windows.reshape(b, h // ws, w // ws, ws, ws, -1)
     return x.permute(0, 5, 1, 3, 2, 4).reshape(b, -1, h, w)
 
 
@@ -236,9 +238,9 @@ class SwinTransformerBlock(nn.Module):
         x = self.norm1(x)
         if s:
             x = torch.roll(x, shifts=(-s, -s), dims=(2, 3))
-        windows = window_partition(x, ws).view(-1, ws * ws, c)
+        windows = window_partition(x, ws).reshape(-1, ws * ws, c)
         mask = official_shift_mask(h, w, ws, s, device=x.device) if s else None  # shift 0: official mask is 0
-        x = window_reverse(self.attn(windows, mask, b).view(-1, ws, ws, c), ws, h, w)
+        x = window_reverse(self.attn(windows, mask, b).reshape(-1, ws, ws, c), ws, h, w)
         if s:
             x = torch.roll(x, shifts=(s, s), dims=(2, 3))
         x = shortcut + x
@@ -287,7 +289,7 @@ class BasicLayer(nn.Module):
 
 
 # ----------------------------------------------------------------------------- the network
-class ResShiftSwinUNet(nn.Module):
+class ResShiftSwinUNet(ModelMixin, ConfigMixin):
     """Official ResShift ``UNetModelSwin``; keyword names and defaults are the realsr x4 config.
 
     The keyword arguments are the ``model.params`` of the official YAML (``configs/realsr_swinunet_
@@ -295,8 +297,10 @@ class ResShiftSwinUNet(nn.Module):
     the LR image channels (3, or the feature extractor's output) are added, as in the official code.
     SinSR's config writes ``in_channels: 6`` for the same network: pass ``in_channels=3``.
     Unsupported official options (``dims != 2``, ``resblock_updown``, ``cond_lq=False``) raise.
+    A diffusers ``ModelMixin``: it saves and loads as a folder (config.json + safetensors).
     """
 
+    @register_to_config
     def __init__(
         self,
         image_size: int = 64,
@@ -329,14 +333,6 @@ class ResShiftSwinUNet(nn.Module):
             num_res_blocks = [num_res_blocks] * len(channel_mult)
         if len(num_res_blocks) != len(channel_mult):
             raise ValueError("num_res_blocks and channel_mult must have the same length")
-        self.config = dict(
-            image_size=image_size, in_channels=in_channels, model_channels=model_channels,
-            out_channels=out_channels, num_res_blocks=list(num_res_blocks),
-            attention_resolutions=list(attention_resolutions), dropout=dropout, channel_mult=list(channel_mult),
-            conv_resample=conv_resample, dims=dims, use_fp16=use_fp16, num_heads=num_heads,
-            num_head_channels=num_head_channels, use_scale_shift_norm=use_scale_shift_norm,
-            resblock_updown=resblock_updown, swin_depth=swin_depth, swin_embed_dim=swin_embed_dim,
-            window_size=window_size, mlp_ratio=mlp_ratio, patch_norm=patch_norm, cond_lq=cond_lq, lq_size=lq_size)
         self.image_size, self.in_channels, self.out_channels = image_size, in_channels, out_channels
         self.model_channels = model_channels
         # use_fp16 is accepted for config compatibility; cast the module (``.half()``) to run in fp16.
@@ -407,6 +403,11 @@ class ResShiftSwinUNet(nn.Module):
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), nn.Conv2d(input_ch, out_channels, 3, padding=1))
         # Spatial sizes must divide by every stage's (downsampling factor x window size).
         self.size_multiple = math.lcm(2 ** (len(channel_mult) - 1), *(f * w for f, w in window_checks))
+
+    @property
+    def multiple(self) -> int:
+        """Latent sizes must be a multiple of this (every Swin stage's downsampling factor x window size)."""
+        return self.size_multiple
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | int | float, lq: torch.Tensor) -> torch.Tensor:
         """``x``: ``N x in_channels x h x w`` latent; ``timesteps``: ``N`` (or a scalar) step indices;

@@ -67,9 +67,12 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         """Latent sizes must be a multiple of this."""
         return 2 ** (len(self.config.block_out_channels) - 1)
 
-    def _input(self, x: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    def _input(self, x: torch.Tensor, lq) -> torch.Tensor:
         """concat(x, condition); the condition is the LR image, optionally followed by the extra channels
-        (zeros when the caller gives only the LR image)."""
+        (zeros when the caller gives only the LR image). Given a whole `Condition(lq, y)` (the VP family's
+        denoiser passes it), the condition is y, the latent of the bicubic-upsampled LR (YONOS-SR Fig. 2)."""
+        if isinstance(lq, tuple):
+            lq = lq[1]
         if lq.shape[-2:] != x.shape[-2:]:
             # The LR image meets the latent at the latent's resolution (e.g. a KL-f8 latent at x4).
             lq = F.interpolate(lq, size=x.shape[-2:], mode="bicubic", align_corners=False)
@@ -94,7 +97,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
 
         return TiledUNetRunner(self.unet, tile).num_tiles(size)
 
-    def forward(self, x: torch.Tensor, t_index: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t_index: torch.Tensor, lq) -> torch.Tensor:
         t = t_index.expand(x.shape[0]) if t_index.ndim == 0 else t_index
         tiling = getattr(self, "_tiling", None)
         if tiling is not None and max(x.shape[-2:]) > tiling[0] and not torch.is_grad_enabled():
@@ -103,7 +106,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
             return TiledUNetRunner(self.unet, *tiling)(self._input(x, lq), t).to(x.device)
         return self.unet(self._input(x, lq), t).sample
 
-    def encoder_features(self, x: torch.Tensor, t_index: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    def encoder_features(self, x: torch.Tensor, t_index: torch.Tensor, lq) -> torch.Tensor:
         """The output of the down and middle blocks: the features a discriminator head reads (RSD, DMD2)."""
         unet = self.unet
         t = t_index.expand(x.shape[0]) if t_index.ndim == 0 else t_index

@@ -268,11 +268,15 @@ class ResShiftVQGAN(nn.Module):
         return self.decode(self.encode(x), force_not_quantize)
 
 
-def load_official(path: str | Path, **overrides) -> ResShiftVQGAN:
-    """Build :class:`ResShiftVQGAN` (ResShift config, changed by ``overrides``) and load
-    ``autoencoder_vq_f4.pth`` strictly; one ``ValueError`` naming the file if it does not fit."""
+def load_official_into(model: ResShiftVQGAN, path: str | Path) -> ResShiftVQGAN:
+    """Load ``autoencoder_vq_f4.pth`` into ``model`` strictly; one ``ValueError`` naming the file if it does not
+    fit."""
     # latent-diffusion training checkpoints also carry the training loss (LPIPS, discriminator): not needed
     state = {k: v for k, v in read_official_state_dict(path).items() if not k.startswith("loss.")}
-    model = ResShiftVQGAN(**overrides)
-    load_state_dict_checked(model, state, path)
-    return model.eval()
+    return load_state_dict_checked(model, state, path).eval()
+
+
+def load_official(path: str | Path, **overrides) -> ResShiftVQGAN:
+    """Build :class:`ResShiftVQGAN` (ResShift config, changed by ``overrides``) and load
+    ``autoencoder_vq_f4.pth`` strictly."""
+    return load_official_into(ResShiftVQGAN(**overrides), path)
