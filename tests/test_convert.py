@@ -1,0 +1,117 @@
+"""Official ResShift / SinSR checkpoints (official key layout, wrappers) -> `instantsr convert` -> `instantsr upscale`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from instantsr.cli import main
+from instantsr.io import read_image, save_image
+from instantsr.model import SRModel
+from instantsr.nets import swin_unet
+from instantsr.nets.swin_unet import ResShiftSwinUNet
+from instantsr.nets.vqgan import ResShiftVQGAN
+from instantsr.pipeline import Upscaler
+from instantsr.tiling import pad_to_multiple
+
+from .conftest import smooth_image
+from .test_official_nets import SMALL_UNET, SMALL_VQ, perturbed
+
+CONFIG = """
+[unet]
+image_size = 32
+lq_size = 32
+model_channels = 32
+channel_mult = [1, 2, 2]
+num_res_blocks = [1, 1, 1]
+attention_resolutions = [32, 16, 8]
+swin_embed_dim = 32
+num_head_channels = 16
+window_size = 8
+
+[autoencoder]
+ch = 32
+ch_mult = [1, 2, 4]
+num_res_blocks = 1
+n_embed = 64
+"""
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory):
+    root = tmp_path_factory.mktemp("official")
+    torch.manual_seed(0)
+    unet, vq = perturbed(ResShiftSwinUNet(**SMALL_UNET)), perturbed(ResShiftVQGAN(**SMALL_VQ))
+    # the wrappers of the released files: a training checkpoint's state_dict, DDP's module. prefix
+    torch.save({"state_dict": {"module." + k: v for k, v in unet.state_dict().items()}}, root / "SinSR_v1.pth")
+    torch.save({"_orig_mod." + k: v for k, v in unet.state_dict().items()}, root / "resshift_realsrx4_s15_v1.pth")
+    torch.save({"state_dict": vq.state_dict()}, root / "autoencoder_vq_f4.pth")
+    (root / "small.toml").write_text(CONFIG)
+    return root, unet
+
+
+@pytest.mark.parametrize("method,steps,sampler,pad", [("sinsr", 1, "deterministic", 64),
+                                                      ("resshift", 15, "stochastic", 32)])
+def test_convert_then_upscale_through_the_cli(official, tmp_path, method, steps, sampler, pad):
+    root, unet = official
+    ckpt = root / ("SinSR_v1.pth" if method == "sinsr" else "resshift_realsrx4_s15_v1.pth")
+    folder = tmp_path / method
+    assert main(["convert", "--unet", str(ckpt), "--autoencoder", str(root / "autoencoder_vq_f4.pth"),
+                 "--method", method, "-o", str(folder), "--config", str(root / "small.toml")]) == 0
+    index = json.loads((folder / "model_index.json").read_text())
+    assert (index["family"], index["method"], index["steps"], index["sampler"]) == ("resshift", method, steps, sampler)
+    assert index["sigma_data"] is None and index["lr_multiple"] == pad  # x0_hat is the network's output
+    assert (index["schedule"].get("start_cap") is not None) == (method == "sinsr")  # SinSR's code caps sqrt(eta_1)
+    model = SRModel.from_pretrained(folder)
+    for k, v in unet.state_dict().items():  # the weights, unchanged, in safetensors
+        assert torch.equal(model.backbone.state_dict()[k], v), k
+    assert model.multiple == pad
+    # an LR that is not a multiple of the padding: reflect-padded, upscaled, cropped back
+    lr = smooth_image(24, 40, 1)
+    save_image(lr, tmp_path / "lr" / "a.png")
+    assert main(["upscale", "-i", str(tmp_path / "lr"), "-o", str(tmp_path / "out"), "-m", str(folder)]) == 0
+    sr = read_image(tmp_path / "out" / "a.png").rgb
+    assert sr.shape == (3, 96, 160)
+    lq = read_image(tmp_path / "lr" / "a.png").rgb[None]
+    padded = pad_to_multiple(lq, pad)
+    assert padded.shape[-2:] == (pad * 1, pad * (1 if pad == 64 else 2))
+    whole = Upscaler(model).upscale_tensor(padded, seed=0)[..., :96, :160]  # the padding is reflect, as official
+    assert (sr - whole[0]).abs().max() <= 0.5 / 255 + 1e-6
+
+
+class Payload:  # anything that is not tensors: a pickle that would run code is refused, not executed
+    pass
+
+
+def test_official_files_are_read_weights_only(tmp_path, monkeypatch):
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match=r"evil\.pth: cannot read as a weights-only"):
+        swin_unet.read_official_state_dict(tmp_path / "evil.pth")
+    seen = {}
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    torch.save({"module.w": torch.ones(2)}, tmp_path / "ok.pth")
+    assert torch.equal(swin_unet.read_official_state_dict(tmp_path / "ok.pth")["w"], torch.ones(2))
+    assert seen["weights_only"] is True
+
+
+def test_swin_unet_runs_batch_one_on_wide_latents_and_bad_convert_inputs(tmp_path):
+    net = ResShiftSwinUNet(**{**SMALL_UNET, "image_size": 64, "lq_size": 64}).eval()
+    with torch.no_grad():  # batch 1, a latent as tall as the largest window stage and wider: used to crash (.view)
+        assert net(torch.randn(1, 3, 64, 128), 3, torch.randn(1, 3, 64, 128)).shape == (1, 3, 64, 128)
+    assert main(["convert", "--unet", str(tmp_path / "none.pth"), "--autoencoder", str(tmp_path / "none.pth"),
+                 "--method", "sinsr", "-o", str(tmp_path / "m")]) == 2
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    (tmp_path / "u.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a model folder"):
+        from instantsr.convert import convert_official
+
+        convert_official(tmp_path / "u.pth", tmp_path / "u.pth", "sinsr", tmp_path / "busy")
