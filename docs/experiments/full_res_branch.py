@@ -90,7 +90,7 @@ def train(out: str, minutes: float, model_dir: str) -> None:
         hr, lr = degrade_pairs(batch, "cpu", 4, "realesrgan", clean_fraction=0.25)
         with torch.no_grad():
             x0 = model.codec.encode(hr * 2 - 1)
-            y, cond = encode_condition(model.codec, lr, 4)
+            cond, y = encode_condition(model.codec, lr, 4)
             t = torch.randint(0, model.schedule.T, (x0.shape[0],), generator=generator)
             x_t = q_sample(x0, y, t, torch.randn(x0.shape, generator=generator), model.schedule)
             teacher_error = (model.denoiser(x_t, t, (cond, y)) - x0).square().mean((1, 2, 3))
@@ -114,7 +114,7 @@ def evaluate(out: str, model_dir: str) -> None:
     model.denoiser = ResShiftDenoiser(model.backbone, model.schedule, model.sigma_data)
     lr, hr = realsr_crops(20, 96)
     with torch.no_grad():
-        y, cond = model.condition(lr)
+        cond, y = model.condition(lr)
         x0 = model.codec.encode(hr * 2 - 1)
         fresh = torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
         for i in (0, 1, 3):

@@ -46,7 +46,7 @@ def score(x0: torch.Tensor) -> str:
 
 generator = torch.Generator().manual_seed(0)
 with torch.no_grad():
-    y, cond = model.condition(lr)
+    cond, y = model.condition(lr)
     x0_hr = model.codec.encode(hr * 2 - 1)
     noise = torch.randn(y.shape, generator=generator)
     x, one_step = prior_sample(y, noise, schedule), None

@@ -44,7 +44,7 @@ for path in photos:
 hr = torch.stack(crops)
 lr = make_lr(hr, 4, "realesrgan", torch.Generator().manual_seed(1))
 x0 = model.codec.encode(hr * 2 - 1)
-y, cond = encode_condition(model.codec, lr, 4)
+cond, y = encode_condition(model.codec, lr, 4)
 noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
 print(f"std of x0 - y: {(x0 - y).std():.3f}")
 with torch.no_grad():

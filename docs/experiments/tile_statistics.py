@@ -21,7 +21,8 @@ import torch.nn.functional as F
 import instantsr.pipeline as P
 from instantsr.io import read_image
 from instantsr.model import SRModel
-from instantsr.pipeline import TiledDenoiser, Upscaler
+from instantsr.pipeline import Upscaler
+from instantsr.tiling import TiledDenoiser
 
 
 class BlendedTiles(torch.nn.Module):
