@@ -36,6 +36,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .common import full_index as _full_index
+from .common import gather as _at
+
 __all__ = [
     "ResShiftSchedule",
     "q_sample",
@@ -128,19 +131,6 @@ class ResShiftSchedule:
         else:
             kept = [math.floor(k * (self.T - 1) / (steps - 1) + 0.5) for k in range(steps)]
         return dataclasses.replace(self, timesteps=tuple(kept))
-
-
-def _at(table: torch.Tensor, t_index, like: torch.Tensor) -> torch.Tensor:
-    """table[t_index], cast to like's dtype/device and shaped (N, 1, 1, ...) to broadcast."""
-    # Tables are computed in float64 and cast before the gather: no host sync for CUDA indices,
-    # and devices without float64 (MPS) work.
-    t_index = torch.as_tensor(t_index, device=like.device, dtype=torch.long).reshape(-1)
-    value = table.to(device=like.device, dtype=like.dtype)[t_index]
-    return value.reshape(-1, *([1] * (like.ndim - 1)))
-
-
-def _full_index(i: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.full((like.shape[0],), i, dtype=torch.long, device=like.device)
 
 
 def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

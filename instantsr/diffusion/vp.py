@@ -36,6 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .common import full_index as _full_index
+from .common import gather as _at
+
 __all__ = [
     "VPDenoiser", "VPLoss", "VPSchedule", "ddim_step", "eps_from_x0", "prior_sample", "q_sample", "sample_ddim",
     "snr_plus_one_weight", "to_x0", "v_from_x0_eps", "x0_from_eps", "x0_from_v",
@@ -125,18 +128,6 @@ class VPSchedule:
             raise ValueError(f"steps must be in [1, {top}], got {steps}")
         kept = np.round(np.arange(top, 0, -top / steps)).astype(int)[:steps] - 1  # [:steps]: float arange guard
         return dataclasses.replace(self, timesteps=tuple(sorted(int(k) for k in kept)))
-
-
-def _at(table: torch.Tensor, t_index, like: torch.Tensor) -> torch.Tensor:
-    """table[t_index], cast to like's dtype/device and shaped (N, 1, 1, ...) to broadcast."""
-    # Tables are float64 and cast before the gather: no host sync for CUDA indices, and MPS works.
-    t_index = torch.as_tensor(t_index, device=like.device, dtype=torch.long).reshape(-1)
-    value = table.to(device=like.device, dtype=like.dtype)[t_index]
-    return value.reshape(-1, *([1] * (like.ndim - 1)))
-
-
-def _full_index(i: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.full((like.shape[0],), i, dtype=torch.long, device=like.device)
 
 
 # --------------------------------------------------------------------------------------------
