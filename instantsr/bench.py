@@ -38,8 +38,9 @@ from .diffusion.family import FAMILIES
 from .evaluate import bicubic_baseline, evaluate_folder, write_json, write_rows_csv
 from .io import read_image, save_image
 from .pipeline import Upscaler, blend_tiles, parse_dtype
-from .timing import Setting, conditions, count_passes, speed_settings, time_setting
-from .viz import crops_strip, plot_perception_distortion, plot_speed
+from .timing import (Setting, available_mib, conditions, count_passes, out_of_memory, speed_settings,
+                     time_setting)
+from .viz import crops_strip, plot_perception_distortion, plot_scaling, plot_speed
 
 DEFAULT_STEPS = (1, 4, 15)
 METRIC_LABELS = {"psnr": "PSNR-Y ↑", "ssim": "SSIM-Y ↑", "lpips": "LPIPS ↓", "dists": "DISTS ↓",
@@ -180,11 +181,11 @@ def _fmt_params(n: int) -> str:
 
 
 def markdown_report(rows: list[dict], settings: Sequence[Setting], metrics: Sequence[str], cond: dict,
-                    notes: Sequence[str], images: Sequence[str], repeats: int = 1) -> str:
+                    notes: Sequence[str], images: Sequence[str], repeats: int = 1, scale: int = 4) -> str:
     lines = ["# instantsr bench", "", "Conditions: " + ", ".join(
         f"{k} {cond[k]}" for k in ("device", "dtype", "threads", "torch_version", "cpu", "gpu", "date")
         if cond.get(k) is not None), ""]
-    head = (["model", "steps", "passes/img", "params"] + [f"s/img {s.label()}" for s in settings]
+    head = (["model", "steps", "passes/img", "params"] + [f"s/img {s.label(scale)}" for s in settings]
             + (["peak MiB"] if settings else []) + [METRIC_LABELS.get(m, m) for m in metrics])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -192,6 +193,9 @@ def markdown_report(rows: list[dict], settings: Sequence[Setting], metrics: Sequ
         cells = [r["name"], steps, str(r.get("passes_per_img", "-")), _fmt_params(r["params"])]
         for s in settings:
             k = s.key
+            if r.get(f"oom_{k}") or r.get(f"s_img_{k}") is None:
+                cells.append("out of memory" if r.get(f"oom_{k}") else "-")
+                continue
             cell = f"{_fmt(r.get(f's_img_{k}'))} ({_fmt(r.get(f's_img_{k}_min'))}–{_fmt(r.get(f's_img_{k}_max'))})"
             if r.get(f"batch_{k}", s.batch) != s.batch:
                 cell += f" at b{r[f'batch_{k}']}"
@@ -202,8 +206,35 @@ def markdown_report(rows: list[dict], settings: Sequence[Setting], metrics: Sequ
             cells.append(_fmt(r.get("peak_mem_mib"), ".0f"))
         cells += [_fmt(r.get(m), ".2f" if m == "psnr" else ".4f") for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += scaling_table(rows, settings, scale)
     lines += [""] + [f"- {n}" for n in notes] + [""] + [f"![{Path(i).stem}]({i})" for i in images]
     return "\n".join(lines) + "\n"
+
+
+def scaling_table(rows: list[dict], settings: Sequence[Setting], scale: int = 4) -> list[str]:
+    """Markdown lines: each model's time and peak memory per size, tiled and whole (sizes timed both ways)."""
+    sizes = sorted({s.size for s in settings if s.tile} & {s.size for s in settings if not s.tile and s.batch == 1})
+    if not sizes:
+        return []
+    tile = next(s.tile for s in settings if s.tile)
+    lines = ["", f"Time and memory against size (one image; tiled: --tile {tile}; µs per output pixel):", "",
+             "| model | LR size | output MP | tiled s/img | tiled µs/px | tiled peak MiB | whole s/img | "
+             "whole peak MiB |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r.get("passes_per_img"):
+            continue  # bicubic: no network, nothing to tile
+        for size in sizes:
+            mp = (size * scale) ** 2 / 1e6
+            cells = []
+            for key in (Setting(size, 1, tile).key, Setting(size, 1).key):
+                t, oom = r.get(f"s_img_{key}"), r.get(f"oom_{key}")
+                if oom:
+                    cells += ["out of memory"] + (["-"] if key.endswith(f"tile{tile}") else []) + ["-"]
+                    continue
+                cells += [_fmt(t, ".2f")] + ([_fmt(t / mp if t else None, ".3f")] if "tile" in key else [])
+                cells.append(_fmt(r.get(f"mem_mib_{key}"), ".0f"))
+            lines.append(f"| {r['name']} ({r['steps']}) | {size}x{size} | {mp:.3g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 # ---- the whole run ----------------------------------------------------------------------------------------
@@ -219,6 +250,7 @@ class BenchConfig:
     sizes: tuple[int, ...] = (64, 128, 256)
     batches: tuple[int, ...] | None = None  # None: (1, 64) on CUDA, (1, 8) on CPU
     tile: int | None = 64
+    untiled: bool = False  # also time the sizes above `tile` whole, and report time and memory against pixels
     tile_overlap: int = 16
     tile_batch: int = 4
     repeats: int = 3
@@ -274,20 +306,38 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     scale = scales.pop()
     cands[0] = bicubic_candidate(scale)
 
-    settings = speed_settings(cfg.sizes, batches, cfg.tile) if cfg.speed else []
+    settings = speed_settings(cfg.sizes, batches, cfg.tile, cfg.untiled) if cfg.speed else []
     rows = [{"name": c.name, "steps": c.steps, "sampler": c.sampler, "params": c.params, "source": c.source,
              "passes_per_img": count_passes(c, device, min(cfg.sizes))} for c in cands]
     if cfg.speed:
         for c, row in zip(tqdm(cands, desc="speed", unit="model"), rows):
-            mems = []
+            # per (tile, batch): peak MiB and seconds per LR pixel at the last size, to foresee the next one
+            mems, mib_per_px, s_per_px = [], {}, {}
             for s in tqdm(settings, desc=c.label, leave=False):
-                t = time_setting(c, s, device, cfg.repeats, cfg.warmup, cfg.tile_overlap, cfg.tile_batch, cfg.seed,
-                                 cfg.budget_s)
+                if c.network is None and s.tile and cfg.untiled:
+                    continue  # bicubic does not tile: timed once, whole
+                pixels = s.size ** 2 * s.batch
+                need = mib_per_px.get((s.tile, s.batch), 0) * pixels
+                # a warm-up is worth its time for short runs only (lazy initialisation); the model is warm by then
+                long_run = cfg.budget_s is not None and s_per_px.get((s.tile, s.batch), 0) * pixels > cfg.budget_s
+                free = available_mib() if device.type == "cpu" else None
+                if free is not None and need > 0.8 * free:  # a host out-of-memory kills the process: predict it
+                    t = out_of_memory(f"not run: the smaller sizes say it needs about {need / 1024:.0f} GiB, "
+                                      f"{free / 1024:.0f} GiB available")
+                else:
+                    t = time_setting(c, s, device, cfg.repeats, 0 if long_run else cfg.warmup, cfg.tile_overlap,
+                                     cfg.tile_batch, cfg.seed, cfg.budget_s)
+                if t["mem_mib"] is not None:
+                    mib_per_px[s.tile, s.batch] = t["mem_mib"] / (s.size ** 2 * t["batch"])
+                    s_per_px[s.tile, s.batch] = t["median"] / s.size ** 2
+                if t.get("oom"):
+                    row[f"oom_{s.key}"] = t["oom"]
                 row.update({f"s_img_{s.key}{k}": t[v] for k, v in
                             (("", "median"), ("_min", "min"), ("_max", "max"), ("_q1", "q1"), ("_q3", "q3"))})
                 row.update({f"runs_{s.key}": t["runs"], f"mem_mib_{s.key}": t["mem_mib"],
                             f"batch_{s.key}": t["batch"]})
-                mems.append(t["mem_mib"])
+                if t["mem_mib"] is not None:
+                    mems.append(t["mem_mib"])
             row["peak_mem_mib"] = max(mems) if mems else None
 
     images, notes, per_image = [], [], []
@@ -331,12 +381,15 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         if quality and {"psnr", "lpips"} <= set(cfg.metrics):
             plot_perception_distortion(rows, out / "perception_distortion.png")
             images.append("perception_distortion.png")
-        if settings:
+        if settings and len({r["steps"] for r in rows if r.get("passes_per_img")}) > 1:  # else: one point a line
             plot_speed(rows, settings, out / "speed_vs_steps.png")
             images.append("speed_vs_steps.png")
+        if cfg.untiled and len(cfg.sizes) > 1 and settings:
+            plot_scaling(rows, settings, out / "scaling.png")
+            images.append("scaling.png")
     except ImportError:
         warnings.warn("plots need matplotlib: pip install 'instantsr[plots]'", stacklevel=2)
-    images.sort(key=["perception_distortion.png", "speed_vs_steps.png", "strip.png"].index)
+    images.sort(key=["perception_distortion.png", "speed_vs_steps.png", "scaling.png", "strip.png"].index)
 
     cond = conditions(device, dtype)
     cond["settings"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
@@ -345,17 +398,20 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     write_json(cond, out / "conditions.json")
     if settings:
         budget = f", fewer (×n: n runs) where they would pass {cfg.budget_s:g} s" if cfg.budget_s else ""
+        no_warmup = f" (none where one run would pass {cfg.budget_s:g} s)" if cfg.budget_s else ""
         notes.append(f"s/img: median (min–max) of {cfg.repeats} timed run(s){budget} after {cfg.warmup} warm-up "
-                     f"run(s), on random LR inputs; tiled settings run one image: our UNets layer by layer in exact "
+                     f"run(s){no_warmup}, on random LR inputs; tiled settings run one image: our UNets layer by layer in exact "
                      f"tiles, other networks in tiles of the whole network blended over {cfg.tile_overlap} px, "
                      f"{cfg.tile_batch} per pass. Peak memory: {cond['memory']}.")
         notes.append("passes/img: network forward calls per image, counted by a hook (bicubic has none).")
+        notes += [f"{r['name']} ({r['steps']}) at {s.label(scale)}: out of memory ({r[f'oom_{s.key}']})"
+                  for r in rows for s in settings if r.get(f"oom_{s.key}")]
     if quality:
         notes.append(f"Quality on {n_quality} image(s) of {cfg.lr} against {cfg.hr}, SR written as 8-bit PNG "
                      f"and scored by `instantsr eval` code (PSNR/SSIM on Y, no border crop); seed 0, "
                      f"{'tiles of ' + str(cfg.quality_tile) + ' px' if cfg.quality_tile else 'whole images'}.")
     (out / "report.md").write_text(markdown_report(rows, settings, cfg.metrics if quality else (), cond, notes,
-                                                   images, cfg.repeats))
+                                                   images, cfg.repeats, scale))
     fields = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "bench.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)

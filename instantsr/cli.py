@@ -3,20 +3,70 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 from pathlib import Path
+
+
+# ---- checks before any work: one line each, before the model or the metric networks load ------------------
+def check_device(device: str | None) -> None:
+    """A one-line ValueError for a --device this machine does not have (torch would give a long traceback,
+    and only once the model is loaded)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "no GPU found" if torch.version.cuda or torch.version.hip else \
+                f"torch {torch.__version__} is built without CUDA"
+            raise ValueError(f"--device {device}: CUDA is not available on this machine ({why}); use --device cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"--device {device}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}; "
+                             "use one of them")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+
+
+def check_writable(folder: str | Path, what: str = "-o") -> None:
+    """A one-line ValueError when files cannot be written into `folder` (made if missing): found before the
+    first image is computed, not after it."""
+    folder = Path(os.path.abspath(folder))
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file, not a folder" if existing == folder else f"cannot be created: {existing} is a file"
+        raise ValueError(f"{folder}: {where}; give {what} a folder you can write to")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "is not writable" if existing == folder else f"cannot be created: {existing} is not writable"
+        raise ValueError(f"{folder}: {where}; give {what} a folder you can write to")
 
 
 # ---- eval -------------------------------------------------------------------------------------------------
 def cmd_eval(args) -> None:
-    from .evaluate import evaluate_folder, format_table, write_json, write_rows_csv
-    from .metrics import FULL_REFERENCE, MetricSuite
-
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if args.sr is None and not args.baseline:
         raise SystemExit("instantsr eval: give --sr SR_DIR, or --baseline bicubic --lr LR_DIR")
     if args.baseline and not args.lr:
         raise SystemExit("instantsr eval: --baseline bicubic needs --lr LR_DIR (and --hr HR_DIR)")
+    for flag, folder in (("--sr", args.sr), ("--hr", args.hr), ("--lr", args.lr)):
+        if folder is not None and not Path(folder).is_dir():  # before the heavy imports: a typo is told at once
+            raise FileNotFoundError(f"{folder}: no such folder ({flag})")
+    for flag, file in (("--csv", args.csv), ("--json", args.json)):
+        if file:
+            check_writable(Path(file).parent, flag)
+
+    from .evaluate import evaluate_folder, format_table, write_json, write_rows_csv
+    from .metrics import FULL_REFERENCE, MetricSuite
+
+    check_device(args.device)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if args.hr is None:
         dropped = [m for m in metrics if m in FULL_REFERENCE]
         if dropped:
@@ -29,11 +79,11 @@ def cmd_eval(args) -> None:
     summaries, all_rows = {}, {}
     if args.sr is not None:
         rows, summaries["sr"] = evaluate_folder(args.sr, args.hr, metrics, device=args.device, suite=suite,
-                                                desc="SR")
+                                                desc="SR", name_unpaired_hr=True)
         all_rows["sr"] = rows
     if args.baseline:
         rows, summaries["bicubic"] = evaluate_folder(None, args.hr, metrics, lr_dir=args.lr, device=args.device,
-                                                     suite=suite, desc="bicubic")
+                                                     suite=suite, desc="bicubic", name_unpaired_hr=True)
         all_rows["bicubic"] = rows
     print(format_table(summaries, metrics))
     if args.csv:
@@ -88,7 +138,7 @@ def cmd_train(args) -> None:
         method_cfg = replace(method_cfg, teacher=teacher_folder(args.teacher))
     if not train_cfg.data:
         raise SystemExit("instantsr train: give --data HR_DIR (or `data` in the config's [train] section)")
-    recipe = build_recipe(args.method, method_cfg)
+    recipe = build_recipe(args.method, method_cfg, seed=train_cfg.seed)  # initial weights from the seed too
     Trainer(recipe, train_cfg, run_dir, args.method).run(resume=not args.no_resume)
     print(f"model exported to {run_dir / 'model'}")
 
@@ -110,13 +160,36 @@ def cmd_convert(args) -> None:
 
 
 # ---- upscale ----------------------------------------------------------------------------------------------
+def output_file(args, src: Path) -> Path | None:
+    """-o as the output FILE (its suffix an image one, and no such folder): allowed for one input file only."""
+    from .io import IMAGE_SUFFIXES, PIL_FORMATS
+
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES or out.is_dir():
+        return None
+    if src.is_dir():
+        raise ValueError(f"{out}: -i is a folder, so -o is the output folder, not a file; give a folder name")
+    if suffix not in PIL_FORMATS:
+        raise ValueError(f"{out}: cannot write {suffix} files; name the output file .png, .jpg, .webp, .bmp or .tif")
+    if args.ext != "auto" and PIL_FORMATS[suffix] != PIL_FORMATS["." + args.ext]:
+        raise ValueError(f"{out}: --ext {args.ext} disagrees with the file name; the output file's suffix is its "
+                         "format (leave out --ext)")
+    return out
+
+
 def cmd_upscale(args) -> None:
+    src = Path(args.input)
+    if not src.exists():  # before the heavy imports: a typo is told at once
+        raise FileNotFoundError(f"{src}: no such file or folder")
+
     import torch
 
     from .io import IMAGE_SUFFIXES, list_images
-    from .pipeline import Upscaler, upscale_paths
+    from .pipeline import Upscaler, output_path, upscale_paths
 
-    src = Path(args.input)
+    # Everything that would stop the run is checked before the model loads (and before the first image).
+    check_device(args.device)
     if src.is_dir():
         inputs = list_images(src)
         if not inputs:
@@ -124,7 +197,14 @@ def cmd_upscale(args) -> None:
     elif src.is_file():
         inputs = [src]
     else:
-        raise FileNotFoundError(f"{src}: no such file or folder")
+        raise ValueError(f"{src}: not a file or folder")
+    out_file = output_file(args, src)
+    targets = [out_file] if out_file else [output_path(p, args.output, args.suffix, args.ext) for p in inputs]
+    same = next((p for p, t in zip(inputs, targets) if t.resolve() == p.resolve()), None)
+    if same is not None:
+        raise ValueError(f"{args.output}: the outputs would replace the inputs (first {same.name}); give -o another "
+                         "folder, or --suffix _x4")
+    check_writable(out_file.parent if out_file else args.output)
     # Under torchrun / accelerate launch (several processes): accelerate's PartialState gives each process its
     # rank and device; each takes files[rank::world_size]. Alone: no process group at all.
     state = _process_state(args.device) if launched_world_size() > 1 else None
@@ -139,8 +219,8 @@ def cmd_upscale(args) -> None:
     if args.scale is not None and args.scale != upscaler.scale:
         raise ValueError(f"model {upscaler.name} upscales x{upscaler.scale}; -s {args.scale} is not supported by it")
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
-    counts = upscale_paths(upscaler, inputs, args.output, suffix=args.suffix, ext=args.ext, overwrite=args.overwrite,
-                           rank=rank, world_size=world, progress=state is None or state.is_local_main_process,
+    counts = upscale_paths(upscaler, inputs, args.output, targets=targets, overwrite=args.overwrite, rank=rank,
+                           world_size=world, progress=state is None or state.is_local_main_process,
                            steps=args.steps, seed=args.seed, tile=args.tile, tile_overlap=args.tile_overlap,
                            color_fix=args.color_fix, batch_size=args.batch_size, sampler=args.sampler)
     failed = counts.failed
@@ -207,8 +287,8 @@ def cmd_bench(args) -> None:
     run_bench(BenchConfig(
         models=args.model or [], baselines=args.baseline or [], lr=args.lr, hr=args.hr, output=args.output,
         steps=args.steps, samplers=args.samplers or (), sizes=args.sizes, batches=args.batch,
-        tile=args.tile or None, tile_overlap=args.tile_overlap, tile_batch=args.tile_batch, repeats=args.repeats,
-        warmup=args.warmup, budget_s=args.budget or None, max_images=args.max_images,
+        tile=args.tile or None, untiled=args.untiled, tile_overlap=args.tile_overlap, tile_batch=args.tile_batch,
+        repeats=args.repeats, warmup=args.warmup, budget_s=args.budget or None, max_images=args.max_images,
         quality_tile=args.quality_tile, metrics=metrics, strip_images=args.strip_images, crop=args.crop,
         device=args.device, dtype=args.dtype, speed=not args.no_speed, quality=not args.no_quality,
         save_sr=args.save_sr, seed=args.seed))
@@ -300,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Upscale an image file or every image in a folder; existing outputs are "
                                    "skipped, a file that fails is reported and the others still get written.")
     u.add_argument("-i", "--input", required=True, help="image file or folder of images")
-    u.add_argument("-o", "--output", required=True, help="output folder")
+    u.add_argument("-o", "--output", required=True,
+                   help="output folder; for one input file also an output file name (out.png: the format from its "
+                        "suffix)")
     u.add_argument("-m", "--model", help="model folder (default: the model shipped with instantsr)")
     u.add_argument("-s", "--scale", type=int, help="upscaling factor; must be the model's (default: the model's)")
     u.add_argument("--steps", type=int, help="sampling steps (default: the model's; 1 for one-step models)")
@@ -340,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sizes", type=_int_list, default=(64, 128, 256), help="LR sides timed (default 64,128,256)")
     b.add_argument("--batch", type=_int_list, help="batch sizes at untiled sizes (default 1,64 on cuda, 1,8 on cpu)")
     b.add_argument("--tile", type=int, default=64, help="sizes above this run tiled (LR px; 0: never; default 64)")
+    b.add_argument("--untiled", action="store_true",
+                   help="also time the sizes above --tile whole (one image; an out-of-memory is recorded, not "
+                        "fatal), and report time and memory against pixels (scaling.png)")
     b.add_argument("--tile-overlap", type=int, default=16, help="tile overlap in LR pixels")
     b.add_argument("--tile-batch", type=int, default=4, help="tiles per network pass")
     b.add_argument("--repeats", type=int, default=3, help="timed runs per setting (median, min, max)")
@@ -360,21 +445,57 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(args) -> int:
+    """Run the parsed subcommand; our errors become one line on stderr and exit code 2."""
     try:
         args.func(args)
     except KeyboardInterrupt:
         print("instantsr: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, MemoryError) as e:
         # Our errors carry one line that says what went wrong and what to do; no traceback for them.
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "out of memory" in msg.lower():
-            msg += " — try a smaller --tile or --batch-size, or --device cpu"
+        if isinstance(e, MemoryError) or "memory" in msg.lower():
+            from .pipeline import is_out_of_memory, oom_hint  # torch is loaded by then
+
+            if is_out_of_memory(e):
+                msg = f"out of memory ({msg}); {oom_hint(e)}"
         print(f"instantsr: error: {msg}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train" or threading.current_thread() is not threading.main_thread():
+        return run_command(args)  # training saves a checkpoint on Ctrl-C itself, between steps
+    # The work runs in a worker thread so that Ctrl-C is answered within a second at any stage: Python runs
+    # signal handlers between bytecodes of the main thread only, and one big torch operation can hold it for
+    # minutes. On Ctrl-C the half-written outputs are removed and the process exits at once.
+    outcome: list = []
+
+    def work() -> None:
+        try:
+            outcome.append(run_command(args))
+        except BaseException as e:  # SystemExit and bugs alike are raised again in the main thread
+            outcome.append(e)
+
+    worker = threading.Thread(target=work, name="instantsr", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        io = sys.modules.get(f"{__package__}.io")  # not imported here: the worker may hold the import lock
+        if io is not None and hasattr(io, "remove_pending_writes"):
+            io.remove_pending_writes()
+        print("\ninstantsr: interrupted", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
+import sys
 from pathlib import Path
 
 import torch
@@ -22,13 +22,20 @@ def bicubic_baseline(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return imresize(lr[None], size=size)[0].clamp(0, 1)
 
 
+def some(names: list[str], n: int = 5) -> str:
+    """'a, b, c' naming at most n, then 'and K more'."""
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
 def evaluate_folder(sr_dir: str | Path | None, hr_dir: str | Path | None, metrics: list[str],
                     lr_dir: str | Path | None = None, device: str = "cpu", crop_border: int = 0,
-                    suite=None, desc: str = "eval") -> tuple[list[dict], dict]:
+                    suite=None, desc: str = "eval", name_unpaired_hr: bool = False) -> tuple[list[dict], dict]:
     """Score every image of `sr_dir` (or, when `sr_dir` is None, bicubic of `lr_dir`) against `hr_dir`.
 
     Pairs are matched by file stem; an SR image whose size differs from its HR, or without an HR partner,
-    is reported in one warning and left out. Returns (rows, summary) where summary holds the means."""
+    is left out and named in one line on stderr (as are animations, scored on their first frame, and with
+    `name_unpaired_hr` the HR images without a partner: `instantsr eval`, not bench, which scores a subset).
+    Returns (rows, summary) where summary holds the means."""
     from .metrics import FULL_REFERENCE, MetricSuite
 
     suite = suite or MetricSuite(metrics, device=device, crop_border=crop_border)
@@ -37,11 +44,15 @@ def evaluate_folder(sr_dir: str | Path | None, hr_dir: str | Path | None, metric
     needs_hr = any(m in FULL_REFERENCE for m in metrics)
     if needs_hr and not hr_files:
         raise ValueError(f"metrics {', '.join(m for m in metrics if m in FULL_REFERENCE)} need --hr")
-    rows, problems = [], []
-    for path in tqdm(find_images(source, recursive=False), desc=desc, leave=False):
+    rows, problems, animated = [], [], []
+    sources = find_images(source, recursive=False)
+    # a bar redrawn in place only on a terminal: in a log it is carriage-return noise
+    for path in tqdm(sources, desc=desc, leave=False, file=sys.stderr, disable=not sys.stderr.isatty()):
         try:
-            img = read_image(path).rgb
-            hr = None
+            loaded = read_image(path)
+            img, hr = loaded.rgb, None
+            if loaded.frames > 1:
+                animated.append(path.name)
             if hr_files:
                 if path.stem not in hr_files:
                     problems.append(f"{path.name}: no HR image of that name")
@@ -50,7 +61,8 @@ def evaluate_folder(sr_dir: str | Path | None, hr_dir: str | Path | None, metric
                 if sr_dir is None:
                     img = bicubic_baseline(img, tuple(hr.shape[-2:]))
                 if img.shape != hr.shape:
-                    problems.append(f"{path.name}: size {tuple(img.shape[-2:])} != HR {tuple(hr.shape[-2:])}")
+                    problems.append(f"{path.name} is {img.shape[-1]}x{img.shape[-2]} px, its HR image "
+                                    f"{hr.shape[-1]}x{hr.shape[-2]} px (width x height)")
                     continue
         except ImageReadError as e:
             problems.append(str(e))
@@ -58,9 +70,18 @@ def evaluate_folder(sr_dir: str | Path | None, hr_dir: str | Path | None, metric
         with torch.no_grad():
             scores = suite(img[None].to(device), None if hr is None else hr[None].to(device))
         rows.append({"image": path.name, **{k: float(v[0]) for k, v in scores.items()}})
+    # plain lines, not Python warnings: they are for the person at the terminal
     if problems:
-        warnings.warn(f"{len(problems)} image(s) left out: " + "; ".join(problems[:5])
-                      + (" ..." if len(problems) > 5 else ""), stacklevel=2)
+        print(f"{source}: {len(problems)} image(s) left out: " + "; ".join(problems[:5])
+              + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""), file=sys.stderr)
+    if animated:
+        print(f"{source}: {len(animated)} animated image(s) scored on their first frame: {some(animated)}",
+              file=sys.stderr)
+    stems = {p.stem for p in sources}
+    unpaired = sorted(p.name for stem, p in hr_files.items() if stem not in stems)
+    if name_unpaired_hr and unpaired:
+        print(f"{hr_dir}: {len(unpaired)} HR image(s) have no {'SR' if sr_dir is not None else 'LR'} partner: "
+              f"{some(unpaired)}", file=sys.stderr)
     if not rows:
         raise ValueError(f"no image of {source} could be scored")
     summary = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "image"}

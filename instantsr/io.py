@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")  # multi-frame files of these are animations: the first frame is read
 
 
 class ImageReadError(ValueError):
@@ -30,6 +33,7 @@ class LoadedImage:
     alpha: torch.Tensor | None = None  # 1xHxW float in [0, 1], or None
     bits: int = 8  # 8 or 16: the depth to write back
     grey: bool = False  # the source had one colour channel
+    frames: int = 1  # frames of an animated source file, of which only the first was read
 
     @property
     def size(self) -> tuple[int, int]:
@@ -38,11 +42,44 @@ class LoadedImage:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name."""
+    """Image files directly inside `folder`, sorted by name; hidden ones (a killed write's temp file, macOS ._
+    files) are not images to process."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file's header by Pillow's own format parsers, without its pixel limit (only to
+    name the size of a file over that limit)."""
+    Image.init()
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(16)
+            for factory, accept in Image.OPEN.values():
+                ok = accept is None or accept(prefix)
+                if ok and not isinstance(ok, str):  # a str is a "maybe" warning, not a match
+                    f.seek(0)
+                    return factory(f, str(path)).size
+    except Exception:  # noqa: BLE001 - best effort: the caller falls back to Pillow's own message
+        return None
+    return None
+
+
+@contextmanager
+def _strict_pixel_limit():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _too_many_pixels(path: Path, e: Exception) -> ImageReadError:
+    size = _header_size(path)
+    what = f"{size[0]}x{size[1]} px (width x height)" if size else str(e).split(",")[0]
+    return ImageReadError(f"{path}: {what} is over Pillow's limit of {Image.MAX_IMAGE_PIXELS} pixels (its guard "
+                          "against decompression bombs); split or downscale it first")
 
 
 def _array_to_float(arr: np.ndarray) -> tuple[np.ndarray, int]:
@@ -61,7 +98,10 @@ def read_image(path: str | Path) -> LoadedImage:
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     try:
-        with Image.open(path) as im:
+        # Over Pillow's pixel limit is refused, not only over twice it (where Pillow itself stops): one limit,
+        # and no DecompressionBombWarning echoed in the middle of the output.
+        with _strict_pixel_limit(), Image.open(path) as opened:
+            im = opened
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -84,6 +124,10 @@ def read_image(path: str | Path) -> LoadedImage:
                 if arr16 is not None:
                     arr, bits = arr16[..., :3], 16
                     alpha = arr16[..., 3] if arr16.shape[-1] == 4 else alpha
+            # counted last: counting seeks through the frames
+            frames = getattr(opened, "n_frames", 1) if opened.format in ANIMATED_FORMATS else 1
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _too_many_pixels(path, e) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
     rgb, bits_ = _array_to_float(arr)
@@ -95,7 +139,7 @@ def read_image(path: str | Path) -> LoadedImage:
     if alpha is not None:
         a, _ = _array_to_float(alpha)
         alpha_t = torch.from_numpy(np.ascontiguousarray(a))[None]
-    return LoadedImage(rgb=rgb_t, alpha=alpha_t, bits=bits, grey=grey)
+    return LoadedImage(rgb=rgb_t, alpha=alpha_t, bits=bits, grey=grey, frames=frames)
 
 
 def _png_bit_depth(path: Path) -> int:
@@ -190,6 +234,7 @@ def save_image(
         arr = arr[..., :-1]  # JPEG has no alpha
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    PENDING_WRITES.add(tmp)
     try:
         if bits == 16:
             _write_png16(arr, tmp)
@@ -204,6 +249,22 @@ def save_image(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    finally:
+        PENDING_WRITES.discard(tmp)
+
+
+# Temp files being written right now (by any thread): an interrupted run removes them (`remove_pending_writes`)
+# before it exits, as it cannot wait for the writing thread to unwind.
+PENDING_WRITES: set[str] = set()
+
+
+def remove_pending_writes() -> None:
+    """Delete the temp files of writes still in progress (called on Ctrl-C before the process exits)."""
+    for tmp in list(PENDING_WRITES):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _umask() -> int:
@@ -212,9 +273,12 @@ def _umask() -> int:
     return mask
 
 
+PIL_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+               ".webp": "WEBP"}  # what save_image writes, by suffix
+
+
 def _pil_format(suffix: str) -> str:
-    return {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
-            ".webp": "WEBP"}.get(suffix, "PNG")
+    return PIL_FORMATS.get(suffix, "PNG")
 
 
 def _write_png16(arr: np.ndarray, path: str) -> None:
@@ -245,7 +309,7 @@ def load_rgb(path: str | Path) -> torch.Tensor:
 def _from_tensor(t: torch.Tensor, bits: int = 8) -> LoadedImage:
     """CxHxW float in [0, 1], C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)."""
     if t.ndim != 3 or t.shape[0] not in (1, 2, 3, 4):
-        raise ValueError(f"expected an image of shape Cx H x W with C in 1..4, got {tuple(t.shape)}")
+        raise ValueError(f"expected an image of shape C x H x W with C in 1..4, got {tuple(t.shape)}")
     if not t.is_floating_point():
         raise ValueError(f"tensor images are float in [0, 1], got {t.dtype}")
     t = t.detach().float().clamp(0, 1)

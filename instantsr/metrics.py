@@ -57,7 +57,7 @@ def _crop(x: torch.Tensor, border: int) -> torch.Tensor:
 
 def _pair(sr: torch.Tensor, hr: torch.Tensor, y_channel: bool, crop_border: int) -> tuple[torch.Tensor, torch.Tensor]:
     if sr.shape != hr.shape:
-        raise ValueError(f"sr and hr shapes differ: {tuple(sr.shape)} vs {tuple(hr.shape)}")
+        raise ValueError(f"sr and hr shapes differ: {tuple(sr.shape)} vs {tuple(hr.shape)} (N, C, H, W)")
     if sr.ndim != 4:
         raise ValueError(f"expected NCHW tensors, got {tuple(sr.shape)}")
     sr, hr = _crop(sr, crop_border).double(), _crop(hr, crop_border).double()

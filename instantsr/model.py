@@ -219,4 +219,17 @@ class SRModel(nn.Module):
         except (OSError, ValueError, RuntimeError, TypeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelFolderError(f"{folder}: cannot load the model ({first})") from None
+        for part in ("backbone", "codec"):
+            _check_finite(getattr(model, part), folder / part)
         return model.to(device=device, dtype=dtype).eval()
+
+
+def _check_finite(module: nn.Module, folder: Path) -> None:
+    """A ModelFolderError naming the weights file when any tensor holds NaN or Inf: such a model would write
+    black or noise images for every input, so it is refused at load, not discovered image after image."""
+    bad = [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        files = sorted(folder.glob("*.safetensors"))
+        where = files[0] if len(files) == 1 else folder
+        raise ModelFolderError(f"{where}: {len(bad)} tensor(s) hold NaN or Inf (e.g. {bad[0]}); the file is "
+                               "damaged, re-export or re-download it")

@@ -114,8 +114,9 @@ class Upscaler:
 
     def __call__(self, image: Any, steps: int | None = None, seed: int | None = None, tile: int | None = None,
                  tile_overlap: int = 32, color_fix: str = "none", batch_size: int = 4,
-                 sampler: str | None = None, progress: bool = False) -> Any:
-        """Upscale a PIL image, a CHW/NCHW tensor in [0, 1], an HxW[xC] array, or a list; same kind back."""
+                 sampler: str | None = None, progress: bool | str = False) -> Any:
+        """Upscale a PIL image, a CHW/NCHW tensor in [0, 1], an HxW[xC] array, or a list; same kind back.
+        `progress`: a tile bar when tiled (a str labels it)."""
         images, rebuild = to_loaded(image)
         return rebuild(self.upscale_loaded(images, steps=steps, seed=seed, tile=tile, tile_overlap=tile_overlap,
                                            color_fix=color_fix, batch_size=batch_size, sampler=sampler,
@@ -140,14 +141,15 @@ class Upscaler:
     @torch.no_grad()
     def upscale_tensor(self, lq: torch.Tensor, steps: int | None = None, seed: int | None = None,
                        tile: int | None = None, tile_overlap: int = 32, color_fix: str = "none",
-                       batch_size: int = 4, sampler: str | None = None, progress: bool = False) -> torch.Tensor:
+                       batch_size: int = 4, sampler: str | None = None, progress: bool | str = False) -> torch.Tensor:
         """LR batch (N,3,h,w) in [0, 1] -> SR batch (N,3,h*scale,w*scale) in [0, 1], float32 on the model's device."""
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"unknown colour fix {color_fix!r}; choose from {', '.join(COLOR_FIXES)}")
         if lq.ndim != 4 or lq.shape[1] != 3:
             raise ValueError(f"expected an RGB batch N x 3 x H x W, got {tuple(lq.shape)}")
         if min(lq.shape[-2:]) < MIN_SIDE:
-            raise ValueError(f"image is {lq.shape[-2]}x{lq.shape[-1]} px; the smallest side accepted is {MIN_SIDE} px")
+            raise ValueError(f"image is {lq.shape[-1]}x{lq.shape[-2]} px (width x height); the smallest side "
+                             f"accepted is {MIN_SIDE} px")
         if tile is not None and tile <= 0:
             tile = None
         self.model.check_steps(steps)
@@ -198,7 +200,8 @@ class Upscaler:
             if progress and n_tiles > 1:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=n_tiles * model.num_passes(steps), unit="tile", desc="denoising", leave=False)
+                bar = tqdm(total=n_tiles * model.num_passes(steps), unit="tile", leave=False, file=sys.stderr,
+                           desc=progress if isinstance(progress, str) else "denoising")
             on_tile = bar.update if bar is not None else None
             if exact_tiles:  # on a GPU the full feature maps wait in host memory: GPU memory holds one tile's
                 store = "cpu" if device.type != "cpu" else None
@@ -251,15 +254,25 @@ def output_path(src: str | Path, out_dir: str | Path, suffix: str = "", ext: str
     return Path(out_dir) / f"{src.stem}{suffix}{dot_ext}"
 
 
+def _host_out_of_memory(e: BaseException) -> bool:  # torch's CPU allocator: "DefaultCPUAllocator: not enough memory"
+    return isinstance(e, MemoryError) or "not enough memory" in str(e).lower()
+
+
 def is_out_of_memory(e: BaseException) -> bool:
-    """A host MemoryError or a device allocator's 'out of memory' error."""
-    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
+    """A host MemoryError, torch's CPU allocator's or a device allocator's 'out of memory' error."""
+    return _host_out_of_memory(e) or "out of memory" in str(e).lower()
+
+
+def oom_hint(e: BaseException) -> str:
+    """What to try after out-of-memory error `e` (moving to the CPU only helps when it was not the CPU's)."""
+    return "try --tile 256 (or a smaller one), a smaller --batch-size" + \
+        ("" if _host_out_of_memory(e) else ", or --device cpu")
 
 
 def _one_line(e: BaseException) -> str:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if is_out_of_memory(e):
-        msg = f"out of memory ({msg}); try a smaller --tile or --batch-size"
+        msg = f"out of memory ({msg}); {oom_hint(e)}"
     return msg
 
 
@@ -273,49 +286,71 @@ def failure_line(src: str | Path, e: BaseException) -> str:
 
 
 def upscale_file(upscaler: Upscaler, src: str | Path, dst: str | Path, overwrite: bool = False,
-                 image: np.ndarray | None = None, progress: bool = False, **options) -> str:
+                 image: np.ndarray | None = None, progress: bool | str = False,
+                 note: Callable[[str], Any] | None = None, **options) -> str:
     """Upscale one file to dst (atomic write): 'upscaled', or 'skipped' when dst exists; raises FILE_ERRORS.
-    `image` is src already decoded (HxW[xC] array, e.g. by Ray Data), so the file is not read again."""
+    `image` is src already decoded (HxW[xC] array, e.g. by Ray Data), so the file is not read again; `note`
+    gets a one-line remark worth telling (an animation of which only the first frame is upscaled)."""
     src, dst = Path(src), Path(dst)
     if dst.exists() and not overwrite:
         return "skipped"
     if dst.exists() and dst.resolve() == src.resolve():
         raise ValueError("the output would replace the input; give --suffix or another output folder")
     loaded = read_image(src) if image is None else loaded_from_array(image)
+    if loaded.frames > 1 and note is not None:
+        note(f"{src}: animated ({loaded.frames} frames); only the first frame is upscaled")
     out = upscaler.upscale_loaded([loaded], progress=progress, **options)[0]
     save_image(out.rgb, dst, bits=out.bits, alpha=out.alpha, grey=out.grey)
     return "upscaled"
 
 
-def upscale_paths(upscaler: Upscaler, inputs: Sequence[str | Path], out_dir: str | Path, suffix: str = "",
+def upscale_paths(upscaler: Upscaler, inputs: Sequence[str | Path], out_dir: str | Path | None, suffix: str = "",
                   ext: str = "auto", overwrite: bool = False, rank: int = 0, world_size: int = 1,
-                  progress: bool = True, **options) -> UpscaleCounts:
-    """Upscale files[rank::world_size] into out_dir (atomic, skip existing); options go to the upscaler."""
+                  progress: bool = True, targets: Sequence[str | Path] | None = None, **options) -> UpscaleCounts:
+    """Upscale files[rank::world_size] into out_dir (atomic, skip existing); options go to the upscaler.
+    `targets` gives each input's output path instead (e.g. one output file named by the user).
+
+    Progress goes to stderr: on a terminal as ONE bar (of tiles for a single tiled image, of images for several);
+    elsewhere (a log file) as one line per upscaled image, since a redrawn bar there is carriage-return noise."""
     from tqdm.auto import tqdm
 
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, {world_size})")
     inputs = [Path(p) for p in inputs]
-    targets = [output_path(p, out_dir, suffix, ext) for p in inputs]
+    if targets is None:
+        targets = [output_path(p, out_dir, suffix, ext) for p in inputs]
+    targets = [Path(t) for t in targets]
+    if len(targets) != len(inputs):
+        raise ValueError(f"{len(inputs)} inputs but {len(targets)} output paths")
     first_with: dict[Path, Path] = {}
     for src, dst in zip(inputs, targets):
         first_with.setdefault(dst, src)
     prefix = f"[{rank}/{world_size}] " if world_size > 1 else ""
     counts = {"upscaled": 0, "skipped": 0, "failed": 0}
     mine = list(zip(inputs, targets))[rank::world_size]
-    tile_progress = progress and len(mine) == 1
-    for src, dst in tqdm(mine, desc=f"{prefix}upscaling", unit="img", disable=not progress, file=sys.stderr):
+    live = progress and sys.stderr.isatty()
+    tile_bar = f"{prefix}{mine[0][0].name}" if live and len(mine) == 1 else False  # the one bar counts its tiles
+
+    def say(line: str) -> None:  # above a live bar, not through it
+        tqdm.write(prefix + line, file=sys.stderr)
+
+    bar = tqdm(mine, desc=f"{prefix}upscaling", unit="img", disable=not live or bool(tile_bar), file=sys.stderr)
+    for i, (src, dst) in enumerate(bar, 1):
         if first_with[dst] != src:
-            tqdm.write(f"{prefix}failed: {src}: same output name as {first_with[dst]}", file=sys.stderr)
+            say(f"failed: {src}: same output name as {first_with[dst]}")
             counts["failed"] += 1
             continue
         try:
-            counts[upscale_file(upscaler, src, dst, overwrite, progress=tile_progress, **options)] += 1
+            status = upscale_file(upscaler, src, dst, overwrite, progress=tile_bar, note=say, **options)
         except FILE_ERRORS as e:
             counts["failed"] += 1
-            tqdm.write(f"{prefix}failed: {failure_line(src, e)}", file=sys.stderr)
+            say(f"failed: {failure_line(src, e)}")
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+            continue
+        counts[status] += 1
+        if progress and not live and status == "upscaled":
+            say(f"{src} -> {dst} ({i}/{len(mine)})")
     print(f"{prefix}{counts['upscaled']} upscaled, {counts['skipped']} skipped (exist), {counts['failed']} failed",
           flush=True)
     return UpscaleCounts(counts["upscaled"], counts["skipped"], counts["failed"])

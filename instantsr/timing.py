@@ -21,7 +21,8 @@ from torch import nn
 
 from .pipeline import is_out_of_memory
 
-__all__ = ["PeakMemory", "Setting", "Timed", "conditions", "count_passes", "speed_settings", "time_setting"]
+__all__ = ["PeakMemory", "Setting", "Timed", "available_mib", "conditions", "count_passes", "out_of_memory",
+           "speed_settings", "time_setting"]
 
 
 class Timed(Protocol):
@@ -47,12 +48,16 @@ class Setting:
         return f"{self.size}→{self.size * scale} {tail}"
 
 
-def speed_settings(sizes: Sequence[int], batches: Sequence[int], tile: int | None) -> list[Setting]:
-    """Sizes above the tile run tiled (one image, tiles batched); the others at every batch size."""
+def speed_settings(sizes: Sequence[int], batches: Sequence[int], tile: int | None,
+                   untiled: bool = False) -> list[Setting]:
+    """Sizes above the tile run tiled (one image, tiles batched), and with `untiled` also whole (one image);
+    the others at every batch size."""
     out = []
     for size in sizes:
         if tile and size > tile:
             out.append(Setting(size, 1, tile))
+            if untiled:
+                out.append(Setting(size, 1))
         else:
             out.extend(Setting(size, b) for b in batches)
     return out
@@ -133,8 +138,10 @@ def time_setting(cand: Timed, setting: Setting, device: torch.device, repeats: i
                         times.append(dt / batch)
             break
         except (RuntimeError, MemoryError) as e:
-            if not is_out_of_memory(e) or batch == 1:
+            if not is_out_of_memory(e):
                 raise
+            if batch == 1:  # recorded, not fatal: the other settings and models still get measured
+                return out_of_memory(str(e).strip().splitlines()[0] if str(e).strip() else "out of memory")
             del lq
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -142,6 +149,24 @@ def time_setting(cand: Timed, setting: Setting, device: torch.device, repeats: i
     q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "q1": q[0], "q3": q[2],
             "runs": len(times), "mem_mib": mem.mib, "batch": batch}
+
+
+def out_of_memory(reason: str) -> dict:
+    """The result of a setting that did not fit in memory (even one image)."""
+    return {"median": None, "min": None, "max": None, "q1": None, "q3": None, "runs": 0, "mem_mib": None,
+            "batch": 1, "oom": reason}
+
+
+def available_mib() -> float | None:
+    """Memory the kernel says can be had without swapping (MemAvailable), MiB; None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def count_passes(cand: Timed, device: torch.device, size: int) -> int:

@@ -19,6 +19,11 @@ and, for a recipe that is not an SR model (the autoencoder), optionally:
     uses_lr = False                        the LR half of each batch is unused: made by the cheapest preset
     lr_scales = (2, 4)                     hand training_step {scale: LR} of each HR crop instead of one LR
 
+Reproducible: data order, crops, degradations and every training draw come from TrainConfig.seed; build the recipe
+with `methods.build_recipe(method, config, seed=train.seed)` (as `instantsr train` does; or inside
+`seeded_init(seed)`) for initial weights from it too. Two such runs agree bitwise on the CPU; on a GPU some
+backward kernels are not deterministic.
+
 Run folder:
     RUN/config.toml            [train] and [method]: everything needed to reproduce the run
     RUN/checkpoints/step_N/    <net>.safetensors, ema.safetensors, optim_<net>.safetensors, state.json
@@ -34,6 +39,7 @@ import math
 import shutil
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -195,6 +201,7 @@ class Trainer:
     def run(self, resume: bool = True, max_steps: int | None = None) -> dict:
         """Train until config.steps (or `max_steps` more steps, for tests); returns the last logs."""
         from accelerate import Accelerator
+        from accelerate.utils import set_seed
         from tqdm.auto import tqdm
 
         from .data import HRCropDataset, StepSampler, degrade_collate, degrade_pairs
@@ -264,6 +271,9 @@ class Trainer:
                 for micro_step in range(cfg.grad_accum):
                     hr, lr = degrade_pairs(next(batches), device, lr_scales, preset, cfg.clean_fraction)
                     gen = torch.Generator(device).manual_seed(seed_of(cfg.seed, step, acc.process_index, micro_step))
+                    # Draws that take no generator (dropout of an official net) follow the seed as well, per step:
+                    # a resumed run repeats them. A stream apart from `gen`'s, so the two are not correlated.
+                    set_seed(seed_of(cfg.seed, step, acc.process_index, micro_step, GLOBAL_STREAM) % 2**32)
                     ctx = StepContext(acc, optimizers, schedulers, cfg.grad_clip, step, gen)
                     with acc.accumulate(*wrapped.values()), acc.autocast():
                         logs = self.recipe.training_step(hr, lr, ctx)
@@ -387,6 +397,20 @@ class Trainer:
 def seed_of(*numbers: int) -> int:
     """A 63-bit seed mixed from integers, the same in every process and every run (unlike hash())."""
     return int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+# Tags of seed streams apart from the per-step seed_of(seed, step, rank, micro_step): no step number reaches them
+# (SeedSequence pads short entropy with zeros, so seed_of(seed) alone would equal step 0's seed).
+INIT_STREAM, GLOBAL_STREAM = 0x696E6974, 0x676C6F62  # "init", "glob"
+
+
+@contextmanager
+def seeded_init(seed: int):
+    """Build networks inside this block for weights that depend only on `seed` (the run's TrainConfig.seed):
+    torch's CPU generator, which nn.init draws from, is seeded for the block and the caller's state restored."""
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed_of(seed, INIT_STREAM))
+        yield
 
 
 def _maybe_lpips(device):

@@ -1,5 +1,5 @@
 """Pictures people look at: comparison strips (LR | SR | HR ...) with labels, and the plots of `instantsr bench`
-(perception-distortion, speed vs steps; they need matplotlib, imported on use: `pip install 'instantsr[plots]'`)."""
+(perception-distortion, speed vs steps, time and memory vs pixels; they need matplotlib, imported on use: `pip install 'instantsr[plots]'`)."""
 
 from __future__ import annotations
 
@@ -105,6 +105,48 @@ def plot_speed(rows: list[dict], settings: Sequence[Setting], path: Path) -> Non
     ax.set_ylabel("seconds per image (median)")
     ax.set_title("Speed vs steps")
     ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_scaling(rows: list[dict], settings: Sequence["Setting"], path: Path) -> None:
+    """Seconds per image and peak memory against LR pixels (log-log), tiled and whole, one colour per model; a
+    dotted line of slope 1 through each series' smallest size shows where cost stops being linear."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=100)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    one_image = [s for s in settings if s.batch == 1]
+    for i, r in enumerate(r for r in rows if r.get("passes_per_img")):
+        for tiled in (True, False):
+            mine = sorted((s for s in one_image if bool(s.tile) == tiled), key=lambda s: s.size)
+            label = f"{r['name']} ({r['steps']}), {'tiled' if tiled else 'whole'}"
+            for ax, key in ((ax_t, "s_img_"), (ax_m, "mem_mib_")):
+                pts = [(s.size ** 2, r[key + s.key]) for s in mine if r.get(key + s.key)]
+                if not pts:
+                    continue
+                style = "-" if tiled else "--"
+                ax.plot(*zip(*pts), style, marker="o", color=colours[i % len(colours)], label=label)
+                x0, y0 = pts[0]
+                ax.plot([x0, pts[-1][0]], [y0, y0 * pts[-1][0] / x0], ":", color=colours[i % len(colours)],
+                        alpha=0.5)
+                for s in mine:
+                    if r.get("oom_" + s.key) and key == "s_img_":
+                        ax.annotate("out of memory", (s.size ** 2, pts[-1][1]), fontsize=7, rotation=90,
+                                    va="bottom", color=colours[i % len(colours)])
+    for ax, ylabel, title in ((ax_t, "seconds per image (median)", "Time vs pixels"),
+                              (ax_m, "peak memory (MiB)", "Memory vs pixels")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("LR pixels (dotted: linear from the smallest size)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

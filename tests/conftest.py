@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny models and tiny image folders, built in place, seeded, offline."""
+"""Shared fixtures: tiny models and tiny image folders, built in place, seeded, offline; the `needs_shared` skip
+and the `slow` marker (`pytest -m "not slow"`: the fast loop)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,22 @@ from instantsr.io import save_image
 from instantsr.model import SRModel
 from instantsr.nets.unet import ConditionalUNet
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# The project's data folder beside the repository; INSTANTSR_SHARED points elsewhere (a missing path checks that
+# the tests that need it skip).
+SHARED = Path(os.environ.get("INSTANTSR_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 DATA = SHARED / "data"
+
+
+def needs_shared(*parts: str) -> pytest.MarkDecorator:
+    """Skip a test that reads SHARED/parts (the folder itself without parts) when it is not there, in one line."""
+    path = SHARED.joinpath(*parts)
+    reason = ("needs ../shared (the project's data folder beside the repository)" if not SHARED.is_dir()
+              else f"needs {path} (missing from the shared data folder)")
+    return pytest.mark.skipif(not path.exists(), reason=reason)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: an integration test of several seconds; -m 'not slow' leaves them out")
 
 
 def smooth_image(h: int, w: int, seed: int) -> torch.Tensor:

@@ -34,6 +34,7 @@ def log_rows(run: Path) -> list[dict]:
         return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_loss_goes_down_and_the_export_is_the_ema_klcodec(hr_folder, tmp_path):
     run = tmp_path / "run"
     cfg = tiny_train_config(hr_folder, val_hr=str(hr_folder), val_images=2, validate_every=40)

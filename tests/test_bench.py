@@ -161,10 +161,54 @@ def test_time_setting_statistics_and_batch_halving():
     assert not math.isnan(t["mem_mib"])
 
 
+def test_out_of_memory_at_one_image_is_recorded_not_fatal():
+    def run(lq, tile, overlap, batch):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes (simulated)")
+
+    t = time_setting(Candidate("fake", 1, 0, "", run), Setting(8, 1), torch.device("cpu"), repeats=1, warmup=0,
+                     overlap=0, tile_batch=1)
+    assert t["median"] is None and t["runs"] == 0 and "not enough memory" in t["oom"]
+
+
+def test_untiled_scaling_table_and_plot(tmp_path):
+    """--untiled times the sizes above --tile both ways; the report gets the size table, scaling.png is drawn."""
+    tiny_model(tmp_path / "m", "sinsr", 1, 0)
+    out = tmp_path / "out"
+    assert main(["bench", "-m", f"tiny={tmp_path / 'm'}", "-o", str(out), "--sizes", "16,32,48", "--batch", "1",
+                 "--tile", "16", "--untiled", "--repeats", "1", "--warmup", "0", "--no-quality", "--fp32"]) == 0
+    with open(out / "bench.csv", newline="") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    for key in ("16_b1", "32_tile16", "32_b1", "48_tile16", "48_b1"):
+        assert float(rows["tiny"][f"s_img_{key}"]) > 0, key
+    assert not rows["bicubic"].get("s_img_32_tile16")  # bicubic does not tile: timed whole only
+    report = (out / "report.md").read_text()
+    assert "| tiny (1) | 48x48 | 0.0369 |" in report and "scaling.png" in report
+    assert (out / "scaling.png").stat().st_size > 10_000
+
+
+def test_a_setting_foreseen_not_to_fit_is_not_run(tmp_path, monkeypatch):
+    """When the memory the smaller sizes used, scaled to the next one, is over what the host has, that setting is
+    recorded as out of memory without running (a host out-of-memory would kill the whole bench)."""
+    import instantsr.bench as bench
+
+    tiny_model(tmp_path / "m", "sinsr", 1, 0)
+    monkeypatch.setattr(bench, "available_mib", lambda: -1.0)  # nothing fits
+    out = tmp_path / "out"
+    assert main(["bench", "-m", f"tiny={tmp_path / 'm'}", "-o", str(out), "--sizes", "16,32", "--batch", "1",
+                 "--tile", "16", "--untiled", "--repeats", "1", "--warmup", "0", "--no-quality", "--fp32"]) == 0
+    with open(out / "bench.csv", newline="") as f:
+        row = {r["name"]: r for r in csv.DictReader(f)}["tiny"]
+    assert row["oom_32_tile16"].startswith("not run") and not row["s_img_32_tile16"]
+    report = (out / "report.md").read_text()
+    assert "tiny (1) at 32→128 tile 16: out of memory (not run" in report
+
+
 def test_settings_and_model_specs(tmp_path):
     assert [s.key for s in speed_settings([64, 128, 256], [1, 64], 64)] == ["64_b1", "64_b64", "128_tile64",
                                                                             "256_tile64"]
     assert [s.key for s in speed_settings([64], [1], None)] == ["64_b1"]
+    assert [s.key for s in speed_settings([64, 128], [1, 8], 64, untiled=True)] == ["64_b1", "64_b8", "128_tile64",
+                                                                                     "128_b1"]
     (tmp_path / "run" / "model").mkdir(parents=True)
     (tmp_path / "run" / "model" / "model_index.json").write_text("{}")
     assert parse_model_spec(str(tmp_path / "run")) == ("run", tmp_path / "run" / "model")

@@ -52,6 +52,7 @@ def official(tmp_path_factory):
     return root, unet
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,steps,sampler,pad", [("sinsr", 1, "deterministic", 64),
                                                       ("resshift", 15, "stochastic", 32)])
 def test_convert_then_upscale_through_the_cli(official, tmp_path, method, steps, sampler, pad):

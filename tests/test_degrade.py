@@ -38,7 +38,9 @@ from instantsr.kernels import (
     circular_lowpass_kernel,
 )
 
-SET5_IMAGE = Path("/work/shared/data/test/set5/hr/img_001.png")
+from .conftest import DATA, needs_shared
+
+SET5_IMAGE = DATA / "test" / "set5" / "hr" / "img_001.png"
 
 
 def generator(seed: int) -> torch.Generator:
@@ -168,7 +170,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return (10 * torch.log10(1 / (a - b).pow(2).mean())).item()
 
 
-@pytest.mark.skipif(not SET5_IMAGE.exists(), reason="needs ../shared/data")
+@needs_shared("data", "test", "set5", "hr", "img_001.png")
 def test_jpeg_matches_libjpeg_through_pillow(tmp_path):
     # Not bit-equal (libjpeg works in integers and upsamples chroma with a triangle filter), but the same
     # codec: tables, subsampling and block DCT. Odd sizes exercise the macroblock padding.

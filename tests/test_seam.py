@@ -132,6 +132,7 @@ def test_broken_model_index_is_one_line(tmp_path):
 
 
 # ---- a VP model end to end: the one loop, the CLI, the bench ----------------------------------------------
+@pytest.mark.slow
 def test_a_tiny_vp_model_trains_upscales_and_benches(hr_folder, tmp_path):
     run = tmp_path / "run"
     recipe = VPRecipe(VPConfig(unet="tiny"))

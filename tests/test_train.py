@@ -6,15 +6,19 @@ import csv
 import os
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from instantsr.config import read_config
+from instantsr.cli import main
+from instantsr.config import read_config, write_config
+from instantsr.methods import build_recipe
 from instantsr.methods.resshift import ResShiftConfig, ResShiftRecipe
+from instantsr.methods.rsd import RSDConfig
+from instantsr.methods.sinsr import SinSRConfig
 from instantsr.model import SRModel
 from instantsr.pipeline import Upscaler
 from instantsr.train import TrainConfig, Trainer, last_checkpoint, load_run_config
@@ -34,6 +38,7 @@ def losses(run: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_loss_goes_down_and_model_exports(hr_folder, tmp_path):
     torch.manual_seed(0)
     run = tmp_path / "run"
@@ -51,6 +56,7 @@ def test_loss_goes_down_and_model_exports(hr_folder, tmp_path):
     assert method_cfg == PLAIN and train_cfg.crop == 32
 
 
+@pytest.mark.slow
 def test_kill_and_resume_continue_exactly(hr_folder, tmp_path, monkeypatch):
     torch.manual_seed(0)
     straight = tmp_path / "straight"
@@ -112,6 +118,7 @@ torch.save({"w": w, "seen": seen, "world": int(os.environ["WORLD_SIZE"])}, run /
 """
 
 
+@pytest.mark.slow
 def test_two_processes_share_gradients(hr_folder, tmp_path):
     """torchrun starts 2 gloo processes; each sees its own data, yet their weights stay identical."""
     script = tmp_path / "multi.py"
@@ -200,3 +207,58 @@ def test_shipped_recipe_configs_parse():
         train, recipe = load_run_config(f, method, METHODS[method].load()[0])
         gpu = not f.stem.endswith("_cpu")  # GPU stages train in bf16; CPU ones in float32
         assert train.time_limit_min > 0 and train.mixed_precision == ("bf16" if gpu else "no"), f.name
+
+
+# ---- reproducibility: a run is a function of its config (issue 19) -------------------------------------------
+def weights_of(model_dir: Path) -> dict[str, torch.Tensor]:
+    return {f"{f.parent.name}/{k}": v for f in sorted(model_dir.rglob("*.safetensors"))
+            for k, v in load_file(f).items()}
+
+
+def cli_train(method: str, config: Path, out: Path, *args: str, global_seed: int) -> Path:
+    torch.manual_seed(global_seed)  # whatever torch's global RNG holds before the run must not matter
+    assert main(["train", method, "--config", str(config), "--out", str(out), *args]) == 0
+    return out
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        torch.testing.assert_close(v, b[k], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["resshift", "sinsr"])
+def test_runs_of_one_config_are_identical_and_the_seed_sets_the_initial_weights(method, hr_folder, tmp_path):
+    if method == "resshift":
+        method_cfg = TINY
+    else:  # a tiny teacher of a few steps; the student copies it, so its init is the teacher's whatever the seed
+        teacher = tmp_path / "teacher"
+        Trainer(ResShiftRecipe(TINY), tiny_train_config(hr_folder, steps=2, checkpoint_every=100), teacher,
+                "resshift").run()
+        method_cfg = SinSRConfig(teacher=str(teacher / "model"), teacher_steps=3)
+    config = tmp_path / "config.toml"
+    write_config(config, {"train": asdict(tiny_train_config(hr_folder, steps=4, checkpoint_every=100, seed=7)),
+                          method: asdict(method_cfg)})
+    a = cli_train(method, config, tmp_path / "a", global_seed=1)
+    b = cli_train(method, config, tmp_path / "b", global_seed=2)
+    assert len(losses(a)) == 4 and losses(a) == losses(b)  # every step, bitwise
+    assert_same_weights(weights_of(a / "model"), weights_of(b / "model"))
+    other = cli_train(method, config, tmp_path / "other", "--seed", "8", global_seed=1)
+    assert losses(other)[0] != losses(a)[0]  # another seed: other data and draws from step 1
+
+    # The initial weights: the seed's alone (the global RNG left as it was), another seed's differ. SinSR's student
+    # is the teacher's copy whatever the seed; RSD's fake model has a freshly initialised head.
+    if method == "sinsr":
+        method, method_cfg = "rsd", RSDConfig(teacher=method_cfg.teacher, lpips_weight=0)
+
+    def initial(seed, global_seed=0):
+        torch.manual_seed(global_seed)
+        state = torch.random.get_rng_state()
+        recipe = build_recipe(method, method_cfg, seed=seed)
+        assert torch.equal(torch.random.get_rng_state(), state)
+        return {f"{n}.{k}": v.clone() for n, net in recipe.networks().items() for k, v in net.state_dict().items()}
+
+    w7, w8 = initial(7), initial(8)
+    assert_same_weights(w7, initial(7, global_seed=5))
+    assert any(not torch.equal(w7[k], w8[k]) for k in w7)

@@ -17,6 +17,10 @@ So whole-image statistics are worth 0.3 dB and 0.014 LPIPS to this model, and lo
 tiles (`--tile` runs the UNet layer by layer with the whole image's statistics instead: nets/tiled_unet.py);
 the mid-block attention is worth nothing measurable, a candidate to drop in the next backbone.
 
+Since issue 19 the shipped default has no mid-block attention (this finding; linear cost in pixels), so the
+attention variants now run the same network; the figures above are those of the default as it was at commit
+248f042 (`git checkout 248f042 -- instantsr/default_model` to re-measure them).
+
 Run from the repository root: python docs/experiments/local_statistics.py
 """
 
@@ -102,7 +106,8 @@ for gn in backbone.modules():
     if isinstance(gn, torch.nn.GroupNorm):
         make_local(gn)
 for attn in backbone.unet.mid_block.attentions:
-    attn.set_processor(LocalAttention())
+    if attn is not None:  # None: a model without the mid-block attention (the default since issue 19)
+        attn.set_processor(LocalAttention())
 backbone.forward = remember_latent_size(backbone.forward)
 
 root = Path(__file__).resolve().parents[3] / "shared/data/test/realsr"

@@ -229,7 +229,10 @@ class ResShiftDenoiser(nn.Module):
         if y is None:
             raise ValueError("a preconditioned denoiser needs cond=(lq, y)")
         c_skip, c_out = skip_scalings(t_index, self.schedule, self.sigma_data, x_t)
-        return y + c_skip * (x_t - y) + c_out * out
+        if torch.is_grad_enabled():
+            return y + c_skip * (x_t - y) + c_out * out
+        # the same, in place: at inference on a large image each temporary is a whole latent
+        return torch.sub(x_t, y).mul_(c_skip).add_(y).add_(out.mul_(c_out))
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,11 +56,20 @@ METHODS: dict[str, Method] = {
 }
 
 
-def build_recipe(method: str, method_config):
-    """The recipe of `method` from its config dataclass; a distiller without a teacher is one clear line."""
+def build_recipe(method: str, method_config, seed: int | None = None):
+    """The recipe of `method` from its config dataclass; a distiller without a teacher is one clear line.
+
+    With `seed` (the run's TrainConfig.seed) the networks' initial weights depend on it alone, not on whatever
+    drew from torch's global RNG before; without it they come from the global RNG, as any torch module's."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     entry = METHODS[method]
     if entry.teacher and not getattr(method_config, "teacher", ""):
         raise ValueError(f"{method} needs a teacher: --teacher RUN_DIR (a run of `instantsr train resshift`)")
-    return entry.load()[1](method_config)
+    recipe_cls = entry.load()[1]
+    if seed is None:
+        return recipe_cls(method_config)
+    from ..train import seeded_init
+
+    with seeded_init(seed):
+        return recipe_cls(method_config)

@@ -76,7 +76,9 @@ class TiledUNetRunner:
             if u > 1:
                 x = F.interpolate(x, scale_factor=u, mode="nearest")
                 x = x[..., a_r - a_r // u * u:, a_c - a_c // u * u:][..., : b_r - a_r, : b_c - a_c]
-            x = F.pad(x, (a_c - lo_c, hi_c - b_c, a_r - lo_r, hi_r - b_r))
+            pads = (a_c - lo_c, hi_c - b_c, a_r - lo_r, hi_r - b_r)
+            if any(pads):  # the conv's zero padding, at the image's borders only
+                x = F.pad(x, pads)
             y = F.conv2d(x, conv.weight, conv.bias, stride=s)
             if post is not None:
                 y = post(y, (r0, r1, c0, c1))
@@ -89,16 +91,17 @@ class TiledUNetRunner:
 
     def group_norm_silu(self, norm: nn.GroupNorm, maps: Maps) -> Callable[[torch.Tensor], torch.Tensor]:
         """silu(GroupNorm(x)) for crops of `maps`, with the statistics of the whole maps."""
-        total = total_sq = None
-        count = 0
+        # Each tile's mean and variance in float32 (Welford, no float64 copy of the map), pooled in float64:
+        # var = sum_k n_k (var_k + (mean_k - mean)^2) / n.
+        parts = []
         for r0, r1, c0, c1 in self._boxes(*maps[0].shape[-2:]):
-            x = self._crop(maps, r0, r1, c0, c1).double()
-            x = x.reshape(x.shape[0], norm.num_groups, -1)
-            s, sq = x.sum(-1), x.square().sum(-1)
-            total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
-            count += x.shape[-1]
-        mean = total / count
-        rstd = torch.rsqrt((total_sq / count - mean.square()).clamp_min(0) + norm.eps)
+            x = self._crop(maps, r0, r1, c0, c1)
+            var, mean = torch.var_mean(x.float().reshape(x.shape[0], norm.num_groups, -1), -1, correction=0)
+            parts.append((x[0, 0].numel() * x.shape[1] // norm.num_groups, mean.double(), var.double()))
+        count = sum(n for n, _, _ in parts)
+        mean = sum(n * m for n, m, _ in parts) / count
+        var = sum(n * (v + (m - mean).square()) for n, m, v in parts) / count
+        rstd = torch.rsqrt(var + norm.eps)
         mean, rstd = mean.float()[..., None, None, None], rstd.float()[..., None, None, None]
         weight, bias = norm.weight.float()[:, None, None], norm.bias.float()[:, None, None]
 
@@ -130,15 +133,18 @@ class TiledUNetRunner:
 
     # ---- the network -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """UNet2DModel.forward(sample, timestep).sample, layer by layer in tiles."""
+    def __call__(self, sample: torch.Tensor | Maps, timestep: torch.Tensor) -> torch.Tensor:
+        """UNet2DModel.forward(sample, timestep).sample, layer by layer in tiles. `sample` may be a list of maps
+        that the network sees concatenated along channels (concatenated one tile at a time, not whole)."""
         unet = self.unet
         if unet.config.center_input_sample or unet.class_embedding is not None:
             raise NotImplementedError("tiled execution does not support input centring or class embeddings")
-        self.size0 = sample.shape[-2]
-        t = timestep.to(self.device).reshape(-1).expand(sample.shape[0])
+        maps = [m.to(self.store) for m in (sample if isinstance(sample, (list, tuple)) else [sample])]
+        self.size0 = maps[0].shape[-2]
+        t = timestep.to(self.device).reshape(-1).expand(maps[0].shape[0])
         emb = unet.time_embedding(unet.time_proj(t).to(dtype=unet.dtype))
-        h = self.conv(unet.conv_in, [sample.to(self.store)])
+        h = self.conv(unet.conv_in, maps)
+        del maps
         skips = [h]
         for block in unet.down_blocks:
             for i, resnet in enumerate(block.resnets):

@@ -15,10 +15,15 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch.nn import functional as F
 
-# Width presets: tiny is for tests (seconds on CPU); small is the shipped default; base/large for GPUs.
+# Width presets: tiny is for tests (seconds on CPU); small is the shipped default; base/large for GPUs. tiny and
+# small have no attention at all, so time and memory grow linearly with the pixels (the mid-block attention was
+# worth nothing measurable to the default: docs/experiments/local_statistics.py); base/large attend globally at
+# their lowest resolutions, quadratic in the area there.
 UNET_PRESETS: dict[str, dict] = {
-    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, attention_levels=(False, False), norm_num_groups=8),
-    "small": dict(block_out_channels=(32, 64, 128), layers_per_block=1, attention_levels=(False, False, False)),
+    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, attention_levels=(False, False), norm_num_groups=8,
+                 mid_attention=False),
+    "small": dict(block_out_channels=(32, 64, 128), layers_per_block=1, attention_levels=(False, False, False),
+                  mid_attention=False),
     "base": dict(block_out_channels=(64, 128, 256), layers_per_block=2, attention_levels=(False, False, True)),
     "large": dict(block_out_channels=(128, 256, 256, 512), layers_per_block=2,
                   attention_levels=(False, False, True, True)),
@@ -38,6 +43,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         layers_per_block: int = 1,
         attention_levels: tuple[bool, ...] = (False, False, False),
         norm_num_groups: int = 32,
+        mid_attention: bool = True,  # global self-attention in the middle block: cost grows with the area squared
     ):
         super().__init__()
         down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention_levels)
@@ -51,6 +57,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
             up_block_types=up,
             norm_num_groups=norm_num_groups,
             attention_head_dim=32,
+            add_attention=mid_attention,
         )
         if extra_channels:
             with torch.no_grad():  # new inputs start with no effect, so a teacher's weights carry over exactly
@@ -68,7 +75,10 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         return 2 ** (len(self.config.block_out_channels) - 1)
 
     def _input(self, x: torch.Tensor, lq) -> torch.Tensor:
-        """concat(x, condition); the condition is the LR image, optionally followed by the extra channels
+        return torch.cat(self._input_maps(x, lq), 1)
+
+    def _input_maps(self, x: torch.Tensor, lq) -> list[torch.Tensor]:
+        """[x, condition], the network's input once concatenated; the condition is the LR image, optionally followed by the extra channels
         (zeros when the caller gives only the LR image). Given a whole `Condition(lq, y)` (the VP family's
         denoiser passes it), the condition is y, the latent of the bicubic-upsampled LR (YONOS-SR Fig. 2)."""
         if isinstance(lq, tuple):
@@ -79,7 +89,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         missing = self.config.cond_channels + self.config.extra_channels - lq.shape[1]
         if missing > 0:
             lq = torch.cat([lq, lq.new_zeros(lq.shape[0], missing, *lq.shape[-2:])], 1)
-        return torch.cat([x, lq.to(x.dtype)], 1)
+        return [x, lq.to(x.dtype)]
 
     def enable_tiling(self, tile: int, store: torch.device | str | None = None,
                       on_tile: Callable[[int], object] | None = None) -> None:
@@ -103,7 +113,8 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         if tiling is not None and max(x.shape[-2:]) > tiling[0] and not torch.is_grad_enabled():
             from instantsr.nets.tiled_unet import TiledUNetRunner
 
-            return TiledUNetRunner(self.unet, *tiling)(self._input(x, lq), t).to(x.device)
+            # the input maps go in apart: the runner concatenates them per tile, not over the whole image
+            return TiledUNetRunner(self.unet, *tiling)(self._input_maps(x, lq), t).to(x.device)
         return self.unet(self._input(x, lq), t).sample
 
     def encoder_features(self, x: torch.Tensor, t_index: torch.Tensor, lq) -> torch.Tensor:
