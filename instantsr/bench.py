@@ -156,9 +156,15 @@ def bicubic_candidate(scale: int = 4) -> Candidate:
 # ---- quality ----------------------------------------------------------------------------------------------
 def paired_subset(lr_dir: str | Path, hr_dir: str | Path, max_images: int) -> list[Path]:
     """LR files with an HR partner (same stem, as `PairedFolder` matches them); the first `max_images` (0: all)."""
+    import sys
+
     from .data import PairedFolder
 
-    files = [lr for _, lr, _ in PairedFolder(lr_dir, hr_dir).pairs]
+    with warnings.catch_warnings(record=True) as caught:  # told as plain lines, not Python warning echoes
+        warnings.simplefilter("always")
+        files = [lr for _, lr, _ in PairedFolder(lr_dir, hr_dir).pairs]
+    for w in caught:
+        print(f"{lr_dir}: {w.message}", file=sys.stderr)
     return files[:max_images] if max_images > 0 else files
 
 

@@ -146,7 +146,8 @@ def plot_scaling(rows: list[dict], settings: Sequence["Setting"], path: Path) ->
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # nothing measured (all out of memory): no legend
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
