@@ -241,7 +241,8 @@ def save_image(
         else:
             arr2 = arr[..., 0] if arr.shape[-1] == 1 else arr
             # JPEG at `quality`; WebP lossless, like PNG (an SR output should not be re-compressed lossily)
-            kw = {"quality": quality} if suffix in (".jpg", ".jpeg") else {"lossless": True} if suffix == ".webp" else {}
+            kw = {"quality": quality} if suffix in (".jpg", ".jpeg") else {"lossless": True} if suffix == ".webp" else \
+                {"compress_level": PNG_COMPRESS_LEVEL} if suffix == ".png" else {}
             Image.fromarray(arr2).save(tmp, format=_pil_format(suffix), **kw)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
@@ -273,6 +274,10 @@ def _umask() -> int:
     return mask
 
 
+# zlib level of written PNGs: 1, OpenCV's default, as upscaler CLIs write them. Pillow's 6 took 5.5 s against 1.3 s
+# for a 12 MP output (10 % smaller files), as long as a third of the one network pass that made it.
+PNG_COMPRESS_LEVEL = 1
+
 PIL_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
                ".webp": "WEBP"}  # what save_image writes, by suffix
 
@@ -295,7 +300,7 @@ def _write_png16(arr: np.ndarray, path: str) -> None:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
-    png += chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b"")
+    png += chunk(b"IDAT", zlib.compress(raw.tobytes(), PNG_COMPRESS_LEVEL)) + chunk(b"IEND", b"")
     with open(path, "wb") as f:
         f.write(png)
 
