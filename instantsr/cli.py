@@ -136,6 +136,10 @@ def cmd_train(args) -> None:
     train_cfg = replace(train_cfg, **overrides)
     if args.teacher:
         method_cfg = replace(method_cfg, teacher=teacher_folder(args.teacher))
+    if args.scale is not None:  # the model's factor (the method's scale) and the data's (the training LR)
+        if not hasattr(method_cfg, "scale"):
+            raise ValueError(f"--scale: {args.method} has no scale of its own")
+        method_cfg, train_cfg = replace(method_cfg, scale=args.scale), replace(train_cfg, scale=args.scale)
     if not train_cfg.data:
         raise SystemExit("instantsr train: give --data HR_DIR (or `data` in the config's [train] section)")
     recipe = build_recipe(args.method, method_cfg, seed=train_cfg.seed)  # initial weights from the seed too
@@ -347,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher", help="teacher run folder (for " + ", ".join(k for k, m in METHODS.items()
                                                                              if m.teacher) + ")")
     t.add_argument("--data", help="folder of HR training images (searched recursively)")
+    t.add_argument("-s", "--scale", type=int, choices=[2, 4, 8], help="upscaling factor of the model to train")
     t.add_argument("--out", required=True, help="run folder (config, checkpoints, exported model)")
     t.add_argument("--config", help="TOML/JSON config with [train] and [<method>] sections")
     t.add_argument("--steps", type=int)

@@ -18,7 +18,7 @@ from instantsr.diffusion.family import FAMILIES, Condition
 from instantsr.diffusion.resshift import ResShiftSchedule
 from instantsr.diffusion.vp import VPSchedule
 from instantsr.io import read_image, save_image
-from instantsr.methods.vp import VPConfig, VPRecipe
+from instantsr.methods.yonos import YonosConfig, YonosRecipe
 from instantsr.model import ModelFolderError, SRModel
 from instantsr.nets.unet import ConditionalUNet
 from instantsr.pipeline import Upscaler
@@ -135,8 +135,8 @@ def test_broken_model_index_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_a_tiny_vp_model_trains_upscales_and_benches(hr_folder, tmp_path):
     run = tmp_path / "run"
-    recipe = VPRecipe(VPConfig(unet="tiny"))
-    Trainer(recipe, tiny_train_config(hr_folder, steps=30, checkpoint_every=30, lr=2e-3), run, "vp").run()
+    recipe = YonosRecipe(YonosConfig(unet="tiny"))
+    Trainer(recipe, tiny_train_config(hr_folder, steps=30, checkpoint_every=30, lr=2e-3), run, "yonos").run()
     trace = losses(run)
     assert len(trace) == 30 and all(math.isfinite(v) for v in trace)
     assert sum(trace[-10:]) / 10 < sum(trace[:5]) / 5  # it learns
@@ -231,12 +231,13 @@ def test_the_loop_hands_lr_at_several_scales_of_the_same_hr(hr_folder, tmp_path)
 
     seen = {}
 
-    class TwoScales(VPRecipe):
+    class TwoScales(YonosRecipe):
         lr_scales = (2, 4)
 
         def training_step(self, hr, lr, ctx):
             seen.update({s: v.shape for s, v in lr.items()}, hr=hr.shape)
             return super().training_step(hr, lr[4], ctx)
 
-    Trainer(TwoScales(VPConfig(unet="tiny")), tiny_train_config(hr_folder, steps=1), tmp_path / "run", "vp").run()
+    Trainer(TwoScales(YonosConfig(unet="tiny")), tiny_train_config(hr_folder, steps=1), tmp_path / "run",
+            "yonos").run()
     assert seen[2][-1] == 16 and seen[4][-1] == 8 and seen["hr"][-1] == 32

@@ -249,20 +249,22 @@ class VPLoss:
         self.schedule = schedule
         self.weighting = weighting  # "snr+1": 1 + alpha^2/sigma^2 (YONOS-SR Eq. 2); "none": plain x0-MSE
 
-    def __call__(self, denoiser, x0, cond=None, generator=None, t_index=None, noise=None):
+    def __call__(self, denoiser, x0, cond=None, generator=None, t_index=None, noise=None, target=None):
         # denoiser:  denoiser(x_t, t_index, cond) -> x0_hat
         # x0:        clean latent (N, C, H, W), the target
         # cond:      passed to the denoiser untouched
         # generator: for t_index and noise when they are not given (on x0's device)
         # t_index:   LongTensor (N,) of original indices; uniform over 0..T-1 when None
         # noise:     standard normal like x0; drawn when None
+        # target:    target(x_t, t_index) -> the x0 to regress, e.g. a teacher's x0_hat (YONOS-SR Eq. 3); x0 when None
         # returns:   per-sample loss (N,)
         if t_index is None:
             t_index = torch.randint(0, self.schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x0_hat = denoiser(q_sample(x0, t_index, noise, self.schedule), t_index, cond)
-        loss = (x0_hat - x0).pow(2).flatten(1).mean(1)
+        x_t = q_sample(x0, t_index, noise, self.schedule)
+        x0_hat = denoiser(x_t, t_index, cond)
+        loss = (x0_hat - (x0 if target is None else target(x_t, t_index))).pow(2).flatten(1).mean(1)
         if self.weighting == "none":
             return loss
         return snr_plus_one_weight(t_index, self.schedule, x0).reshape(-1) * loss

@@ -35,10 +35,10 @@ def _rsd():
     return RSDConfig, RSDRecipe
 
 
-def _vp():
-    from .vp import VPConfig, VPRecipe
+def _yonos():
+    from .yonos import YonosConfig, YonosRecipe
 
-    return VPConfig, VPRecipe
+    return YonosConfig, YonosRecipe
 
 
 def _autoencoder():
@@ -51,7 +51,8 @@ METHODS: dict[str, Method] = {
     "resshift": Method(_resshift, "a ResShift teacher (residual shifting, x0-prediction)"),
     "sinsr": Method(_sinsr, "a one-step SinSR student of a ResShift teacher", teacher=True),
     "rsd": Method(_rsd, "a one-step RSD student of a ResShift teacher", teacher=True),
-    "vp": Method(_vp, "a VP latent diffusion SR model (v-prediction, DDIM; YONOS-SR's base model)"),
+    "yonos": Method(_yonos, "a YONOS-SR VP latent model (v-prediction, DDIM) at --scale; with --teacher (one at "
+                            "half the scale) by scale distillation"),
     "autoencoder": Method(_autoencoder, "a KL latent codec (for a model's `codec`)"),
 }
 
