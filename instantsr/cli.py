@@ -134,8 +134,11 @@ def cmd_train(args) -> None:
         "val_hr": args.val_hr, "num_workers": args.num_workers, "checkpoint_every": args.checkpoint_every,
         "validate_every": args.validate_every, "time_limit_min": args.time_limit}.items() if v is not None}
     train_cfg = replace(train_cfg, **overrides)
-    if args.teacher:
-        method_cfg = replace(method_cfg, teacher=teacher_folder(args.teacher))
+    for flag, field in (("teacher", "teacher"), ("model", "model")):
+        if getattr(args, flag):
+            if not hasattr(method_cfg, field):
+                raise ValueError(f"--{flag}: {args.method} takes none")
+            method_cfg = replace(method_cfg, **{field: teacher_folder(getattr(args, flag))})
     if args.scale is not None:  # the model's factor (the method's scale) and the data's (the training LR)
         if not hasattr(method_cfg, "scale"):
             raise ValueError(f"--scale: {args.method} has no scale of its own")
@@ -349,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Methods: " + "; ".join(f"{k}: {m.help}" for k, m in METHODS.items()))
     t.add_argument("method", choices=list(METHODS), help="what to train")
     t.add_argument("--teacher", help="teacher run folder (for " + ", ".join(k for k, m in METHODS.items()
-                                                                             if m.teacher) + ")")
+                                                                             if m.teacher) + "; for yonos at "
+                   "twice its scale: scale distillation)")
+    t.add_argument("--model", help="the model to fine-tune (for yonos-decoder): a run or model folder")
     t.add_argument("--data", help="folder of HR training images (searched recursively)")
     t.add_argument("-s", "--scale", type=int, choices=[2, 4, 8], help="upscaling factor of the model to train")
     t.add_argument("--out", required=True, help="run folder (config, checkpoints, exported model)")
@@ -388,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("-o", "--output", required=True,
                    help="output folder; for one input file also an output file name (out.png: the format from its "
                         "suffix)")
-    u.add_argument("-m", "--model", help="model folder (default: the model shipped with instantsr)")
+    u.add_argument("-m", "--model", help="model folder, or the run folder holding it (default: the model shipped "
+                   "with instantsr)")
     u.add_argument("-s", "--scale", type=int, help="upscaling factor; must be the model's (default: the model's)")
     u.add_argument("--steps", type=int, help="sampling steps (default: the model's; 1 for one-step models)")
     u.add_argument("--sampler", help="for models that sample in several steps: ResShift teachers take "

@@ -64,13 +64,17 @@ def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
 
 
 def resolve_model_path(path_or_default: str | Path | None = None) -> Path:
-    """The model folder: the given one, or the one shipped in the package for None / 'default'."""
+    """The model folder: the given one (or a run folder's model/), or the one shipped in the package for None /
+    'default'."""
     if path_or_default is None or str(path_or_default) == "default":
         if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
             raise ModelFolderError(f"no default model is shipped at {DEFAULT_MODEL_DIR}; "
                                    "pass a model folder (-m MODEL_DIR)")
         return DEFAULT_MODEL_DIR
-    return Path(path_or_default)
+    path = Path(path_or_default)
+    if not (path / "model_index.json").is_file() and (path / "model" / "model_index.json").is_file():
+        return path / "model"  # a run folder (`instantsr train --out RUN`): its exported model, as bench takes it
+    return path
 
 
 def load_model(path_or_default: str | Path | None = None, device: str | torch.device = "cpu",

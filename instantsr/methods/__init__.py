@@ -41,6 +41,12 @@ def _yonos():
     return YonosConfig, YonosRecipe
 
 
+def _yonos_decoder():
+    from .yonos import YonosDecoderConfig, YonosDecoderRecipe
+
+    return YonosDecoderConfig, YonosDecoderRecipe
+
+
 def _autoencoder():
     from .autoencoder import AutoencoderConfig, AutoencoderRecipe
 
@@ -53,6 +59,8 @@ METHODS: dict[str, Method] = {
     "rsd": Method(_rsd, "a one-step RSD student of a ResShift teacher", teacher=True),
     "yonos": Method(_yonos, "a YONOS-SR VP latent model (v-prediction, DDIM) at --scale; with --teacher (one at "
                             "half the scale) by scale distillation"),
+    "yonos-decoder": Method(_yonos_decoder, "fine-tune a one-step yonos model's decoder on its frozen UNet's "
+                                            "latents (L1 + LPIPS; --model RUN)"),
     "autoencoder": Method(_autoencoder, "a KL latent codec (for a model's `codec`)"),
 }
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..diffusion.vp import VPDenoiser, VPLoss, VPSchedule
 from ..model import SRModel, encode_condition
@@ -114,3 +116,73 @@ def load_teacher(config: YonosConfig) -> SRModel:
         raise ValueError(f"{config.teacher}: upscales x{teacher.scale}; a x{config.scale} student needs a "
                          f"x{config.scale // 2} teacher (x2 -> x4 -> x8)")
     return teacher
+
+
+# ---- decoder fine-tuning (YONOS-SR §3.3) ------------------------------------------------------------------
+@dataclass
+class YonosDecoderConfig:
+    model: str = ""  # the one-step model to finish: a yonos model (or run) folder with a KL codec
+    steps: int = 1  # DDIM steps of the frozen UNet that make the latents the decoder learns to decode
+    lpips_weight: float = 1.0  # L1 + lpips_weight LPIPS(decoded, HR), the autoencoder's loss
+    lpips_net: str = "vgg"  # LPIPS backbone: vgg | alex
+
+
+class YonosDecoderRecipe:
+    """Freezes a YONOS-SR model's UNet and encoder, runs its DDIM step(s) from z_T ~ N(0, I) on each LR crop,
+    and fine-tunes the decoder so that the decoded one-step latent matches the HR crop (L1 + LPIPS). The exported
+    model is the same model with the tuned decoder. (The paper's optional GAN term is not implemented.)"""
+
+    ema_network = "decoder"
+
+    def __init__(self, config: YonosDecoderConfig, lpips: nn.Module | None = None):
+        from ..codecs import KLCodec
+
+        if not config.model:
+            raise ValueError("yonos-decoder needs the model to fine-tune: --model RUN_DIR (a yonos run)")
+        self.method_config = config
+        folder = Path(config.model)
+        if not (folder / "model_index.json").is_file() and (folder / "model" / "model_index.json").is_file():
+            folder = folder / "model"  # a run folder: its exported model
+        self.model = SRModel.from_pretrained(folder).eval()
+        if self.model.family != "vp" or not isinstance(self.model.codec, KLCodec):
+            raise ValueError(f"{config.model}: a {self.model.family} model with a "
+                             f"{type(self.model.codec).__name__}; decoder fine-tuning needs a yonos model whose "
+                             "codec has a decoder (a KLCodec: `codec = RUN/model` of `instantsr train autoencoder`)")
+        self.model.check_steps(config.steps)
+        self.model.requires_grad_(False)
+        self.decoder = self.model.codec.vae.decoder.requires_grad_(True).train()
+        self.lr_scales = (self.model.scale,)  # lr is then {scale: LR}, at the model's own scale whatever [train]
+        if lpips is None and config.lpips_weight:
+            from ..metrics import LPIPS
+
+            lpips = LPIPS(config.lpips_net)  # WeightsNotFoundError says to run `instantsr weights fetch`
+        self.lpips = lpips
+        self._train_decoder = self.decoder
+
+    def networks(self) -> dict:
+        return {"decoder": self.decoder}
+
+    def bind(self, wrapped: dict) -> None:
+        self._train_decoder = wrapped["decoder"]
+
+    def training_step(self, hr: torch.Tensor, lr, ctx) -> dict:
+        model, cfg = self.model.to(hr.device), self.method_config
+        with torch.no_grad():  # the frozen one-step latent, as inference makes it
+            cond = model.condition(lr[model.scale])
+            noise = torch.randn(cond.y.shape, generator=ctx.generator, device=hr.device, dtype=cond.y.dtype)
+            z = model.sample(model.prior(cond, noise), cond, cfg.steps, generator=ctx.generator)
+            vae = model.codec.vae
+            z = vae.post_quant_conv(z / vae.config.scaling_factor)  # what AutoencoderKL.decode feeds its decoder
+        out = self._train_decoder(z)
+        losses = {"l1": (out - (hr * 2 - 1)).abs().mean()}
+        if cfg.lpips_weight:
+            losses["lpips"] = cfg.lpips_weight * self.lpips.to(hr.device)(((out + 1) / 2).clamp(0, 1), hr).mean()
+        loss = sum(losses.values())
+        ctx.update("decoder", loss)
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
+
+    def sr_model(self, decoder: nn.Module | None = None) -> SRModel:
+        """The model with the tuned decoder (the Trainer passes the decoder with EMA weights, and copies)."""
+        if decoder is not None:
+            self.model.codec.vae.decoder = decoder
+        return self.model
