@@ -406,9 +406,9 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         budget = f", fewer (×n: n runs) where they would pass {cfg.budget_s:g} s" if cfg.budget_s else ""
         no_warmup = f" (none where one run would pass {cfg.budget_s:g} s)" if cfg.budget_s else ""
         notes.append(f"s/img: median (min–max) of {cfg.repeats} timed run(s){budget} after {cfg.warmup} warm-up "
-                     f"run(s){no_warmup}, on random LR inputs; tiled settings run one image: our UNets layer by layer in exact "
-                     f"tiles, other networks in tiles of the whole network blended over {cfg.tile_overlap} px, "
-                     f"{cfg.tile_batch} per pass. Peak memory: {cond['memory']}.")
+                     f"run(s){no_warmup}, on random LR inputs; tiled settings run one image: our UNets layer by "
+                     f"layer in exact tiles, other networks in tiles of the whole network blended over "
+                     f"{cfg.tile_overlap} px, {cfg.tile_batch} per pass. Peak memory: {cond['memory']}.")
         notes.append("passes/img: network forward calls per image, counted by a hook (bicubic has none).")
         notes += [f"{r['name']} ({r['steps']}) at {s.label(scale)}: out of memory ({r[f'oom_{s.key}']})"
                   for r in rows for s in settings if r.get(f"oom_{s.key}")]

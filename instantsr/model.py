@@ -26,10 +26,12 @@ from torch.nn import functional as F
 
 from .codecs import CODECS
 from .diffusion.family import FAMILIES, Condition
+from .nets.sd_unet import SDConditionalUNet
 from .nets.swin_unet import ResShiftSwinUNet
 from .nets.unet import ConditionalUNet
 
-BACKBONES: dict[str, type[nn.Module]] = {"ConditionalUNet": ConditionalUNet, "ResShiftSwinUNet": ResShiftSwinUNet}
+BACKBONES: dict[str, type[nn.Module]] = {"ConditionalUNet": ConditionalUNet, "ResShiftSwinUNet": ResShiftSwinUNet,
+                                         "SDConditionalUNet": SDConditionalUNet}
 
 
 class ModelFolderError(ValueError):

@@ -1,5 +1,6 @@
 """Pictures people look at: comparison strips (LR | SR | HR ...) with labels, and the plots of `instantsr bench`
-(perception-distortion, speed vs steps, time and memory vs pixels; they need matplotlib, imported on use: `pip install 'instantsr[plots]'`)."""
+(perception-distortion, speed vs steps, time and memory vs pixels; they need matplotlib, imported on use:
+`pip install 'instantsr[plots]'`)."""
 
 from __future__ import annotations
 

@@ -165,7 +165,8 @@ def test_eval_names_hr_images_without_partner_in_plain_lines(tmp_path, capsys):
         warnings.simplefilter("error")  # plain lines, not Python warnings
         assert run(["eval", "--sr", str(tmp_path / "sr"), "--hr", str(tmp_path / "hr"), "--metrics", "psnr"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"{tmp_path / 'sr'}: 1 image(s) left out: h1.png is 12x16 px, its HR image 16x16 px (width x height)",
+    assert err == [f"{tmp_path / 'sr'}: 1 image(s) left out: h1.png is 12x16 px, its HR image 16x16 px "
+                   "(width x height)",
                    f"{tmp_path / 'hr'}: 5 HR image(s) have no SR partner: h2.png, h3.png, h4.png, h5.png, h6.png"]
 
 

@@ -1,4 +1,5 @@
-"""Official ResShift / SinSR checkpoints (official key layout, wrappers) -> `instantsr convert` -> `instantsr upscale`."""
+"""Official ResShift / SinSR checkpoints (official key layout, wrappers) -> `instantsr convert` ->
+`instantsr upscale`."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ def test_default_model_ships_and_matches_its_reference_numbers():
     up = Upscaler.from_pretrained()
     model = up.model
     assert model.steps == 1 and model.scale == 4
-    assert sum(p.numel() for p in model.backbone.parameters()) == 2_497_712  # the stage-7 teacher less its mid-block attention (issue 19)
+    # the stage-7 teacher less its mid-block attention (issue 19)
+    assert sum(p.numel() for p in model.backbone.parameters()) == 2_497_712
     assert sum(f.stat().st_size for f in DEFAULT_MODEL_DIR.rglob("*") if f.is_file()) < 8e6  # a few MB
     lr, hr = (read_image(EXAMPLES / d / "aitzgorri.png").rgb for d in ("lr", "hr"))
     sr = up(lr, seed=0)

@@ -212,7 +212,8 @@ def test_model_folder_round_trip_and_clear_errors(tmp_path):
     assert again.steps == 1 and again.method == "sinsr" and again.multiple == 2
     with pytest.raises(ModelFolderError, match="not an instantsr model folder"):
         SRModel.from_pretrained(tmp_path)
-    (tmp_path / "m" / "backbone" / "config.json").write_text('{"_class_name": "ConditionalUNet", "latent_channels": 12}')
+    (tmp_path / "m" / "backbone" / "config.json").write_text(
+        '{"_class_name": "ConditionalUNet", "latent_channels": 12}')
     with pytest.raises(ModelFolderError, match="cannot load the model"):
         SRModel.from_pretrained(tmp_path / "m")
 

@@ -119,7 +119,8 @@ def test_bad_model_folders_are_one_line_naming_the_file(tmp_path, capsys, change
     with pytest.raises(ModelFolderError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
         SRModel.from_pretrained(tmp_path / "m")
     save_image(torch.rand(3, 8, 8), tmp_path / "lr.png")
-    assert main(["upscale", "-i", str(tmp_path / "lr.png"), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "m")]) == 2
+    assert main(["upscale", "-i", str(tmp_path / "lr.png"), "-o", str(tmp_path / "out"), "-m",
+                 str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "m") in err[0] and "Traceback" not in err[0]
 

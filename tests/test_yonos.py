@@ -141,3 +141,49 @@ def test_decoder_fine_tuning_needs_a_codec_with_a_decoder(teacher_x2):
 
     with pytest.raises(ValueError, match="needs a yonos model whose codec has a decoder"):
         YonosDecoderRecipe(YonosDecoderConfig(model=str(teacher_x2)), lpips=MeanAbs())
+
+
+# ---- the Stable Diffusion path: a tiny random SD-layout folder ------------------------------------------
+@pytest.fixture
+def sd_folder(tmp_path):
+    """unet/ and vae/ as a diffusers Stable Diffusion folder has them, tiny and random (no weights to fetch)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                         layers_per_block=1, attention_head_dim=4,
+                         norm_num_groups=8).save_pretrained(tmp_path / "sd" / "unet")
+    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
+                  layers_per_block=1, scaling_factor=0.18215).save_pretrained(tmp_path / "sd" / "vae")
+    return tmp_path / "sd"
+
+
+def test_sd_unet_starts_as_the_text_to_image_unet_and_trains_and_upscales(sd_folder, hr_folder, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from instantsr.diffusion.family import Condition
+    from instantsr.train import Trainer
+
+    recipe = YonosRecipe(YonosConfig(sd=str(sd_folder), scale=4))
+    net = recipe.backbone
+    assert net.unet.conv_in.in_channels == 8 and not net.unet.conv_in.weight[:, 4:].any()
+    sd = UNet2DConditionModel.from_pretrained(sd_folder / "unet")
+    x, y, t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([10, 900])
+    with torch.no_grad():  # y's inputs start at zero and the context at zeros: the SD UNet's own output
+        torch.testing.assert_close(net(x, t, Condition(None, y)), sd(x, t, torch.zeros(2, 77, 16)).sample)
+    assert recipe.codec.scale_factor == 2 and recipe.codec.config.scaling_factor == 0.18215
+
+    run = tmp_path / "run"
+    Trainer(recipe, tiny_train_config(hr_folder, steps=2, checkpoint_every=2), run, "yonos").run()
+    assert len(losses(run)) == 2
+    index = json.loads((run / "model" / "model_index.json").read_text())
+    assert (index["backbone"], index["codec"]) == ("SDConditionalUNet", "KLCodec")
+    lr_dir = tmp_path / "lr"
+    from instantsr.io import read_image, save_image
+
+    save_image(smooth_image(12, 16, 0), lr_dir / "im0.png")
+    assert main(["upscale", "-i", str(lr_dir), "-o", str(tmp_path / "sr"), "-m", str(run)]) == 0
+    assert read_image(tmp_path / "sr" / "im0.png").rgb.shape == (3, 48, 64)

@@ -39,6 +39,8 @@ class YonosConfig:
     weighting: str = "snr+1"  # 1 + alpha^2/sigma^2 on the x0 error (= v-MSE; YONOS-SR Eq. 2) | none
     sample_steps: int = 1  # default DDIM steps of the exported model (any count up to T runs)
     teacher: str = ""  # scale distillation: a yonos model folder at scale/2 (its net, codec and schedule are used)
+    sd: str = ""  # a local diffusers Stable Diffusion folder (unet/, vae/): its UNet (learnable context in place
+    #               of text) and VAE replace `unet` and `codec`, as the paper starts from SD's weights
 
     @property
     def schedule(self) -> VPSchedule:
@@ -60,6 +62,16 @@ class YonosRecipe:
             self.backbone = copy.deepcopy(self.teacher.backbone).requires_grad_(True).train()
             self.teacher.requires_grad_(False)
             self.lr_scales = (config.scale // 2, config.scale)  # lr is then {scale: LR} (train.py)
+        elif config.sd:
+            from diffusers import AutoencoderKL
+
+            from ..codecs import KLCodec
+            from ..nets.sd_unet import SDConditionalUNet
+
+            self.schedule = config.schedule
+            vae = AutoencoderKL.from_pretrained(Path(config.sd) / "vae", local_files_only=True)
+            self.codec = KLCodec.from_vae(vae).requires_grad_(False).eval()
+            self.backbone = SDConditionalUNet.from_sd_folder(config.sd, self.codec.latent_channels)
         else:
             self.schedule = config.schedule
             self.codec = build_codec(config.codec, config.scale).requires_grad_(False).eval()

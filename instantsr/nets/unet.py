@@ -78,9 +78,10 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         return torch.cat(self._input_maps(x, lq), 1)
 
     def _input_maps(self, x: torch.Tensor, lq) -> list[torch.Tensor]:
-        """[x, condition], the network's input once concatenated; the condition is the LR image, optionally followed by the extra channels
-        (zeros when the caller gives only the LR image). Given a whole `Condition(lq, y)` (the VP family's
-        denoiser passes it), the condition is y, the latent of the bicubic-upsampled LR (YONOS-SR Fig. 2)."""
+        """[x, condition], the network's input once concatenated; the condition is the LR image, optionally
+        followed by the extra channels (zeros when the caller gives only the LR image). Given a whole
+        `Condition(lq, y)` (the VP family's denoiser passes it), the condition is y, the latent of the
+        bicubic-upsampled LR (YONOS-SR Fig. 2)."""
         if isinstance(lq, tuple):
             lq = lq[1]
         if lq.shape[-2:] != x.shape[-2:]:
