@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from .diffusion.family import FAMILIES
 from .evaluate import bicubic_baseline, evaluate_folder, write_json, write_rows_csv
 from .io import read_image, save_image
+from .model import model_folder
 from .pipeline import Upscaler, blend_tiles, parse_dtype
 from .timing import (Setting, available_mib, conditions, count_passes, out_of_memory, speed_settings,
                      time_setting)
@@ -103,9 +104,7 @@ def count_params(module: nn.Module | None) -> int:
 def parse_model_spec(spec: str) -> tuple[str, Path]:
     """'NAME=DIR' or 'DIR' (named after the folder; runs/x/model -> x). A run folder means its model/."""
     name, path = (spec.split("=", 1) if "=" in spec and not Path(spec).exists() else (None, spec))
-    path = Path(path)
-    if (path / "model" / "model_index.json").is_file():
-        path = path / "model"
+    path = model_folder(path)
     return name or (path.resolve().parent.name if path.name == "model" else path.name), path
 
 

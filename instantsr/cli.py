@@ -112,12 +112,6 @@ def cmd_weights(args) -> None:
 
 
 # ---- train ------------------------------------------------------------------------------------------------
-def teacher_folder(path: str) -> str:
-    """A teacher given as its run folder or as the model folder inside it."""
-    p = Path(path)
-    return str(p / "model") if (p / "model" / "model_index.json").is_file() else str(p)
-
-
 def cmd_train(args) -> None:
     from dataclasses import replace
 
@@ -138,7 +132,7 @@ def cmd_train(args) -> None:
         if getattr(args, flag):
             if not hasattr(method_cfg, field):
                 raise ValueError(f"--{flag}: {args.method} takes none")
-            method_cfg = replace(method_cfg, **{field: teacher_folder(getattr(args, flag))})
+            method_cfg = replace(method_cfg, **{field: getattr(args, flag)})  # a model or run folder
     if args.scale is not None:  # the model's factor (the method's scale) and the data's (the training LR)
         if not hasattr(method_cfg, "scale"):
             raise ValueError(f"--scale: {args.method} has no scale of its own")

@@ -43,6 +43,14 @@ def bicubic_upsample(lq: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(lq, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
+def model_folder(path: str | Path) -> Path:
+    """A model folder, given as itself or as the run folder holding it (`instantsr train --out RUN`: RUN/model)."""
+    path = Path(path)
+    if not (path / "model_index.json").is_file() and (path / "model" / "model_index.json").is_file():
+        return path / "model"
+    return path
+
+
 def encode_condition(codec: nn.Module, lq: torch.Tensor, scale: int, noise_channels: int = 0,
                      generator: torch.Generator | None = None, encode=None) -> Condition:
     """Condition(lq, y) of LR images in [0, 1]: the LR in [-1, 1] (followed by `noise_channels` of standard noise:
@@ -179,11 +187,11 @@ class SRModel(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> "SRModel":
-        folder = Path(folder)
+        folder = model_folder(folder)
         index_file = folder / "model_index.json"
         if not index_file.is_file():
             raise ModelFolderError(f"{folder}: not an instantsr model folder (no model_index.json); "
-                                   "pass the folder written by `instantsr train ... --out RUN` (RUN/model)")
+                                   "pass the folder written by `instantsr train ... --out RUN` (RUN or RUN/model)")
         try:
             index = json.loads(index_file.read_text())
             if not isinstance(index, dict):

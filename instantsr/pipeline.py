@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from .codecs import PixelUnshuffleCodec
 from .colorfix import adain_color_fix, wavelet_color_fix
 from .io import LoadedImage, loaded_from_array, read_image, save_image, to_loaded
-from .model import ModelFolderError, SRModel, bicubic_upsample
+from .model import ModelFolderError, SRModel, bicubic_upsample, model_folder
 from .tiling import TiledDenoiser, blend_tiles, pad_to_multiple
 
 __all__ = [
@@ -71,10 +71,7 @@ def resolve_model_path(path_or_default: str | Path | None = None) -> Path:
             raise ModelFolderError(f"no default model is shipped at {DEFAULT_MODEL_DIR}; "
                                    "pass a model folder (-m MODEL_DIR)")
         return DEFAULT_MODEL_DIR
-    path = Path(path_or_default)
-    if not (path / "model_index.json").is_file() and (path / "model" / "model_index.json").is_file():
-        return path / "model"  # a run folder (`instantsr train --out RUN`): its exported model, as bench takes it
-    return path
+    return model_folder(path_or_default)
 
 
 def load_model(path_or_default: str | Path | None = None, device: str | torch.device = "cpu",

@@ -152,10 +152,7 @@ class YonosDecoderRecipe:
         if not config.model:
             raise ValueError("yonos-decoder needs the model to fine-tune: --model RUN_DIR (a yonos run)")
         self.method_config = config
-        folder = Path(config.model)
-        if not (folder / "model_index.json").is_file() and (folder / "model" / "model_index.json").is_file():
-            folder = folder / "model"  # a run folder: its exported model
-        self.model = SRModel.from_pretrained(folder).eval()
+        self.model = SRModel.from_pretrained(config.model).eval()  # a model or run folder
         if self.model.family != "vp" or not isinstance(self.model.codec, KLCodec):
             raise ValueError(f"{config.model}: a {self.model.family} model with a "
                              f"{type(self.model.codec).__name__}; decoder fine-tuning needs a yonos model whose "
