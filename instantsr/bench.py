@@ -62,6 +62,8 @@ class Candidate:
     network: nn.Module | None = None
     scale: int = 4
     sampler: str = ""  # a teacher's sampler at several steps; "" where there is no choice (one step, others)
+    passes: int | None = None  # network passes per image where no hook can count them (an ONNX graph)
+    tiles: bool = True  # False: whole images only (an ONNX graph): its tiled settings are not timed
 
     @property
     def label(self) -> str:
@@ -133,6 +135,26 @@ def model_candidates(name: str, path: str | Path, steps: Sequence[int], device, 
     pairs = [(s, "") if model.num_passes(s) == 1 or model.max_steps == 1 else (s, sm) for s in counts for sm in own]
     return [Candidate(name, s, params, str(path), runner(s, sm), model.backbone, model.scale, sm)
             for s, sm in dict.fromkeys(pairs)]
+
+
+def onnx_candidate(name: str, path: str | Path, device, dtype) -> Candidate | None:
+    """The model at its own step count exported to ONNX (`instantsr export --noise-input`, so that seed 0 gives the
+    torch row's images) and run by onnxruntime with torch's thread count; None, with a warning, when the model
+    needs more than one pass at its own step count."""
+    from .onnx_export import OnnxUpscaler, export_onnx  # onnx, onnxscript, onnxruntime: the onnx extra
+
+    model = Upscaler.from_pretrained(path).model
+    if model.num_passes() != 1:
+        warnings.warn(f"{name}: no onnxruntime row (its own {model.steps} steps are {model.num_passes()} network "
+                      "passes; a graph holds one)", stacklevel=2)
+        return None
+    with tempfile.TemporaryDirectory(prefix="instantsr-onnx-") as tmp:  # the session holds the graph once loaded
+        graph = export_onnx(path, Path(tmp) / "model.onnx", fp16=dtype == torch.float16, noise_input=True)
+        up = OnnxUpscaler(graph, device=str(device))
+    # whole images (the timing leaves out its tiled settings, the quality runs ignore --quality-tile)
+    return Candidate(f"{name}-onnxruntime", model.steps, count_params(model), f"{path} (onnxruntime)",
+                     lambda lq, tile, overlap, batch: up.upscale_tensor(lq, seed=0, batch_size=batch), None,
+                     up.scale, passes=1, tiles=False)
 
 
 def realesrgan_candidate(device, dtype) -> Candidate:
@@ -272,6 +294,7 @@ class BenchConfig:
     quality: bool = True
     save_sr: bool = False
     seed: int = 0
+    onnx: bool = False  # also each model (at its own step count) exported to ONNX and run by onnxruntime
 
 
 def run_bench(cfg: BenchConfig) -> list[dict]:
@@ -301,6 +324,8 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
             name, k = f"{base}-{k}", k + 1
         names.add(name)
         cands += model_candidates(name, path, cfg.steps, device, dtype, cfg.samplers)
+        if cfg.onnx:
+            cands += [c for c in [onnx_candidate(name, path, device, dtype)] if c is not None]
     if "realesrgan" in cfg.baselines:
         if "realesrgan" in names:
             raise ValueError("the name realesrgan is taken by the --baseline; name the model otherwise (NAME=DIR)")
@@ -313,14 +338,15 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
 
     settings = speed_settings(cfg.sizes, batches, cfg.tile, cfg.untiled) if cfg.speed else []
     rows = [{"name": c.name, "steps": c.steps, "sampler": c.sampler, "params": c.params, "source": c.source,
-             "passes_per_img": count_passes(c, device, min(cfg.sizes))} for c in cands]
+             "passes_per_img": c.passes if c.passes is not None else count_passes(c, device, min(cfg.sizes))}
+            for c in cands]
     if cfg.speed:
         for c, row in zip(tqdm(cands, desc="speed", unit="model"), rows):
             # per (tile, batch): peak MiB and seconds per LR pixel at the last size, to foresee the next one
             mems, mib_per_px, s_per_px = [], {}, {}
             for s in tqdm(settings, desc=c.label, leave=False):
-                if c.network is None and s.tile and cfg.untiled:
-                    continue  # bicubic does not tile: timed once, whole
+                if s.tile and (not c.tiles or (c.network is None and cfg.untiled)):
+                    continue  # bicubic does not tile: timed once, whole; an ONNX graph cannot: its "-"
                 pixels = s.size ** 2 * s.batch
                 need = mib_per_px.get((s.tile, s.batch), 0) * pixels
                 # a warm-up is worth its time for short runs only (lazy initialisation); the model is warm by then
@@ -409,6 +435,11 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
                      f"layer in exact tiles, other networks in tiles of the whole network blended over "
                      f"{cfg.tile_overlap} px, {cfg.tile_batch} per pass. Peak memory: {cond['memory']}.")
         notes.append("passes/img: network forward calls per image, counted by a hook (bicubic has none).")
+        if any(not c.tiles for c in cands):
+            notes.append(f"NAME-onnxruntime: the model exported by `instantsr export --noise-input` "
+                         f"({'fp16' if dtype == torch.float16 else 'fp32'}) and run by onnxruntime on "
+                         f"{torch.get_num_threads()} thread(s), as many as torch; whole images only (no tiled "
+                         f"settings); seed 0 gives the torch row's images.")
         notes += [f"{r['name']} ({r['steps']}) at {s.label(scale)}: out of memory ({r[f'oom_{s.key}']})"
                   for r in rows for s in settings if r.get(f"oom_{s.key}")]
     if quality:

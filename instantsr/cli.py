@@ -179,10 +179,27 @@ def output_file(args, src: Path) -> Path | None:
     return out
 
 
+def check_onnx_options(args) -> None:
+    """`upscale --onnx`: one line for each option the exported graph has fixed, or cannot do."""
+    if args.model is not None:
+        raise ValueError("--onnx and -m: give one; the ONNX graph holds its model")
+    if args.tile:
+        raise ValueError("--tile: an ONNX graph runs whole images; tiles are exact with -m MODEL_DIR --tile N "
+                         "(blended whole-network tiles leave seams with our GroupNorm UNets)")
+    fixed = [flag for flag, value in (("--steps", args.steps), ("--sampler", args.sampler), ("--dtype", args.dtype))
+             if value is not None]
+    if fixed:
+        raise ValueError(f"{fixed[0]}: fixed in the ONNX graph when it was exported (instantsr export); leave it out")
+    if not Path(args.onnx).is_file():
+        raise FileNotFoundError(f"{args.onnx}: no such ONNX file")
+
+
 def cmd_upscale(args) -> None:
     src = Path(args.input)
     if not src.exists():  # before the heavy imports: a typo is told at once
         raise FileNotFoundError(f"{src}: no such file or folder")
+    if args.onnx:
+        check_onnx_options(args)
 
     import torch
 
@@ -190,7 +207,8 @@ def cmd_upscale(args) -> None:
     from .pipeline import Upscaler, output_path, upscale_paths
 
     # Everything that would stop the run is checked before the model loads (and before the first image).
-    check_device(args.device)
+    if not args.onnx:  # onnxruntime's devices are its providers, checked when the graph loads
+        check_device(args.device)
     if src.is_dir():
         inputs = list_images(src)
         if not inputs:
@@ -215,8 +233,13 @@ def cmd_upscale(args) -> None:
         device = str(state.device)  # this process's own GPU (cuda:LOCAL_RANK), or cpu
     else:
         device = args.device
-    dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
-    upscaler = Upscaler.from_pretrained(args.model, device=device, dtype=dtype)
+    if args.onnx:  # the graph's own precision; a device only when asked for (else CUDA where onnxruntime has it)
+        from .onnx_export import OnnxUpscaler
+
+        upscaler = OnnxUpscaler(args.onnx, device=args.device if state is None else device)
+    else:
+        dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
+        upscaler = Upscaler.from_pretrained(args.model, device=device, dtype=dtype)
     if args.scale is not None and args.scale != upscaler.scale:
         raise ValueError(f"model {upscaler.name} upscales x{upscaler.scale}; -s {args.scale} is not supported by it")
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
@@ -263,6 +286,21 @@ def _process_state(device: str | None):
     return state
 
 
+# ---- export -----------------------------------------------------------------------------------------------
+def cmd_export(args) -> None:
+    out = Path(args.output)
+    if out.suffix.lower() != ".onnx" or out.is_dir():
+        raise ValueError(f"{out}: give -o the ONNX file to write, named .onnx")
+    check_writable(out.parent)
+
+    from .onnx_export import export_onnx
+
+    export_onnx(args.model, out, fp16=args.fp16, opset=args.opset, noise_input=args.noise_input)
+    form = "the noise as inputs" if args.noise_input else "one input: image N x 3 x H x W in [0, 1]"
+    print(f"wrote {out} ({'fp16' if args.fp16 else 'fp32'}, {form}); run `instantsr upscale --onnx {out} -i LR "
+          f"-o OUT`{'' if args.noise_input else ', or load it in chaiNNer'}")
+
+
 # ---- bench ------------------------------------------------------------------------------------------------
 def _int_list(text: str) -> tuple[int, ...]:
     try:
@@ -292,7 +330,7 @@ def cmd_bench(args) -> None:
         repeats=args.repeats, warmup=args.warmup, budget_s=args.budget or None, max_images=args.max_images,
         quality_tile=args.quality_tile, metrics=metrics, strip_images=args.strip_images, crop=args.crop,
         device=args.device, dtype=args.dtype, speed=not args.no_speed, quality=not args.no_quality,
-        save_sr=args.save_sr, seed=args.seed))
+        save_sr=args.save_sr, seed=args.seed, onnx=args.onnx))
     print(f"wrote {args.output}/report.md, bench.csv, conditions.json and plots")
 
 
@@ -389,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "suffix)")
     u.add_argument("-m", "--model", help="model folder, or the run folder holding it (default: the model shipped "
                    "with instantsr)")
+    u.add_argument("--onnx", metavar="FILE", help="run this graph of `instantsr export` with onnxruntime instead of a "
+                   "model folder (pip install \"instantsr[onnx]\"): whole images only (no --tile); --seed gives "
+                   "the torch output with graphs exported with --noise-input, and does nothing with the others")
     u.add_argument("-s", "--scale", type=int, help="upscaling factor; must be the model's (default: the model's)")
     u.add_argument("--steps", type=int, help="sampling steps (default: the model's; 1 for one-step models)")
     u.add_argument("--sampler", help="for models that sample in several steps: ResShift teachers take "
@@ -396,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same output")
     u.add_argument("--tile", type=int, help="tile size in LR pixels for large images (default: no tiling). Our "
                    "UNets run layer by layer in tiles, exactly as untiled (no seams); other networks run whole "
-                   "on overlapping tiles, blended")
+                   "on overlapping tiles, blended. Not with --onnx")
     u.add_argument("--tile-overlap", type=int, default=32,
                    help="overlap in LR pixels of blended tiles (other networks, latent codecs; at most tile/2)")
     u.add_argument("--batch-size", type=int, default=4, help="blended tiles per network pass")
@@ -408,6 +449,22 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     add_device_options(u)
     u.set_defaults(func=cmd_upscale)
+
+    x = sub.add_parser("export", help="write a one-step model as one ONNX graph (onnxruntime, chaiNNer)",
+                       description="Write the whole one-step inference (pad, codec encode, the network pass, decode) "
+                                   "as one ONNX graph with dynamic size: input image N x 3 x H x W in [0, 1], output "
+                                   "the upscaled image. Models that need more than one network pass are refused. "
+                                   'Needs pip install "instantsr[onnx]".')
+    x.add_argument("-m", "--model", help="model folder, or the run folder holding it (default: the shipped model)")
+    x.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    x.add_argument("--fp16", action="store_true",
+                   help="half precision inside the graph (input and output stay float32); for GPUs")
+    x.add_argument("--opset", type=int, help="ONNX opset version (default: torch's exporter's)")
+    x.add_argument("--noise-input", action="store_true",
+                   help="take the method's noise as inputs (noise, and lq_noise for RSD) instead of drawing it in "
+                        "the graph: `instantsr upscale --onnx` then gives the torch output of the same --seed; "
+                        "tools that feed one image (chaiNNer) need the default")
+    x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="speed, memory, size and quality of models, with bicubic as the floor",
                        description="Time models (s/img, peak memory, passes/img, params) and score them on a "
@@ -445,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-quality", action="store_true", help="skip the quality columns")
     b.add_argument("--save-sr", action="store_true", help="keep the SR images in OUT/sr/NAME-sSTEPS[-SAMPLER]")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--onnx", action="store_true",
+                   help="add a row per model run by onnxruntime: exported to a temporary ONNX file (its own step "
+                        'count, one pass), timed on whole images with torch\'s threads (pip install "instantsr[onnx]")')
     add_device_options(b)
     b.set_defaults(func=cmd_bench)
     return p

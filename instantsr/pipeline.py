@@ -8,7 +8,9 @@
   exactly, layer by layer; other backbones and non-exact codecs on blended tiles. Without `tile` nothing is
   tiled, the codec included.
 - `upscale_paths` is the file loop of `instantsr upscale`: atomic writes, existing outputs skipped, a failed
-  file reported in one line, files shared between processes by rank.
+  file reported in one line, files shared between processes by rank. It takes any `ImageUpscaler` (the image
+  kinds and the colour fix live there): `Upscaler`, or `instantsr.onnx_export.OnnxUpscaler` for a graph of
+  `instantsr export` run by onnxruntime (`instantsr upscale --onnx`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .tiling import TiledDenoiser, blend_tiles, pad_to_multiple
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
+    "ImageUpscaler",
     "Upscaler",
     "TiledDenoiser",
     "UpscaleCounts",
@@ -81,7 +84,75 @@ def load_model(path_or_default: str | Path | None = None, device: str | torch.de
 
 
 # ---- the upscaler -----------------------------------------------------------------------------------------
-class Upscaler:
+def check_lr_batch(lq: torch.Tensor, color_fix: str = "none") -> None:
+    """A one-line ValueError for an LR batch no upscaler takes (not N x 3 x H x W, too small) or an unknown
+    colour fix."""
+    if color_fix not in COLOR_FIXES:
+        raise ValueError(f"unknown colour fix {color_fix!r}; choose from {', '.join(COLOR_FIXES)}")
+    if lq.ndim != 4 or lq.shape[1] != 3:
+        raise ValueError(f"expected an RGB batch N x 3 x H x W, got {tuple(lq.shape)}")
+    if min(lq.shape[-2:]) < MIN_SIDE:
+        raise ValueError(f"image is {lq.shape[-1]}x{lq.shape[-2]} px (width x height); the smallest side "
+                         f"accepted is {MIN_SIDE} px")
+
+
+def apply_color_fix(sr: torch.Tensor, lq: torch.Tensor, scale: int, color_fix: str) -> torch.Tensor:
+    """SR with the colours of the bicubic-upscaled LR (`color_fix` wavelet or adain); unchanged for none."""
+    if color_fix == "none":
+        return sr
+    ref = bicubic_upsample(lq.to(sr.device, torch.float32), scale).clamp(0, 1)
+    return (wavelet_color_fix if color_fix == "wavelet" else adain_color_fix)(sr, ref)
+
+
+def seeded_noise(shape: Sequence[int], seed: int | None) -> torch.Tensor:
+    """Standard normal of `shape` (N, ...) on the CPU: each image's from `seed` alone (the same in any batch), or
+    fresh when seed is None. The one noise of the torch upscaler and of the ONNX runner, so that a seed gives
+    both the same output."""
+    if seed is None:
+        return torch.randn(tuple(shape))
+    noise = torch.randn(tuple(shape[1:]), generator=torch.Generator().manual_seed(seed))
+    return noise.expand(tuple(shape)).contiguous()
+
+
+class ImageUpscaler:
+    """What the file loop needs of an upscaler: `scale`, and `upscale_tensor(lq, **options)` on an LR batch in
+    [0, 1]; this base turns that into images of every kind (PIL, arrays, grey, alpha, 16 bits). `Upscaler` runs
+    a model folder with torch, `instantsr.onnx_export.OnnxUpscaler` an exported graph with onnxruntime."""
+
+    name: str
+    scale: int
+
+    def upscale_tensor(self, lq: torch.Tensor, **options) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, image: Any, steps: int | None = None, seed: int | None = None, tile: int | None = None,
+                 tile_overlap: int = 32, color_fix: str = "none", batch_size: int = 4,
+                 sampler: str | None = None, progress: bool | str = False) -> Any:
+        """Upscale a PIL image, a CHW/NCHW tensor in [0, 1], an HxW[xC] array, or a list; same kind back.
+        `progress`: a tile bar when tiled (a str labels it)."""
+        images, rebuild = to_loaded(image)
+        return rebuild(self.upscale_loaded(images, steps=steps, seed=seed, tile=tile, tile_overlap=tile_overlap,
+                                           color_fix=color_fix, batch_size=batch_size, sampler=sampler,
+                                           progress=progress))
+
+    def upscale_loaded(self, images: Sequence[LoadedImage], batch_size: int = 4, **options) -> list[LoadedImage]:
+        """Upscale LoadedImages (same-size ones batched); alpha is upscaled apart, with plain bicubic."""
+        outs: list[LoadedImage | None] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            by_size.setdefault(tuple(img.rgb.shape[-2:]), []).append(i)
+        for idx in by_size.values():
+            sr = self.upscale_tensor(torch.stack([images[i].rgb for i in idx]), batch_size=batch_size, **options)
+            for i, rgb in zip(idx, sr):
+                alpha = images[i].alpha
+                if alpha is not None:
+                    alpha = F.interpolate(alpha[None].float(), scale_factor=self.scale, mode="bicubic",
+                                          align_corners=False)[0].clamp(0, 1)
+                outs[i] = LoadedImage(rgb=rgb, alpha=alpha, bits=images[i].bits, grey=images[i].grey)
+        return outs
+
+
+class Upscaler(ImageUpscaler):
     """An SRModel ready for images: any size and kind, seeded noise, tiling, batching, colour fix."""
 
     codec_tile = 128  # latent pixels: with --tile, encode/decode of non-exact codecs is tiled above this size
@@ -113,44 +184,12 @@ class Upscaler:
     def dtype(self) -> torch.dtype:
         return self._first_tensor().dtype
 
-    def __call__(self, image: Any, steps: int | None = None, seed: int | None = None, tile: int | None = None,
-                 tile_overlap: int = 32, color_fix: str = "none", batch_size: int = 4,
-                 sampler: str | None = None, progress: bool | str = False) -> Any:
-        """Upscale a PIL image, a CHW/NCHW tensor in [0, 1], an HxW[xC] array, or a list; same kind back.
-        `progress`: a tile bar when tiled (a str labels it)."""
-        images, rebuild = to_loaded(image)
-        return rebuild(self.upscale_loaded(images, steps=steps, seed=seed, tile=tile, tile_overlap=tile_overlap,
-                                           color_fix=color_fix, batch_size=batch_size, sampler=sampler,
-                                           progress=progress))
-
-    def upscale_loaded(self, images: Sequence[LoadedImage], batch_size: int = 4, **options) -> list[LoadedImage]:
-        """Upscale LoadedImages (same-size ones batched); alpha is upscaled apart, with plain bicubic."""
-        outs: list[LoadedImage | None] = [None] * len(images)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, img in enumerate(images):
-            by_size.setdefault(tuple(img.rgb.shape[-2:]), []).append(i)
-        for idx in by_size.values():
-            sr = self.upscale_tensor(torch.stack([images[i].rgb for i in idx]), batch_size=batch_size, **options)
-            for i, rgb in zip(idx, sr):
-                alpha = images[i].alpha
-                if alpha is not None:
-                    alpha = F.interpolate(alpha[None].float(), scale_factor=self.scale, mode="bicubic",
-                                          align_corners=False)[0].clamp(0, 1)
-                outs[i] = LoadedImage(rgb=rgb, alpha=alpha, bits=images[i].bits, grey=images[i].grey)
-        return outs
-
     @torch.no_grad()
     def upscale_tensor(self, lq: torch.Tensor, steps: int | None = None, seed: int | None = None,
                        tile: int | None = None, tile_overlap: int = 32, color_fix: str = "none",
                        batch_size: int = 4, sampler: str | None = None, progress: bool | str = False) -> torch.Tensor:
         """LR batch (N,3,h,w) in [0, 1] -> SR batch (N,3,h*scale,w*scale) in [0, 1], float32 on the model's device."""
-        if color_fix not in COLOR_FIXES:
-            raise ValueError(f"unknown colour fix {color_fix!r}; choose from {', '.join(COLOR_FIXES)}")
-        if lq.ndim != 4 or lq.shape[1] != 3:
-            raise ValueError(f"expected an RGB batch N x 3 x H x W, got {tuple(lq.shape)}")
-        if min(lq.shape[-2:]) < MIN_SIDE:
-            raise ValueError(f"image is {lq.shape[-1]}x{lq.shape[-2]} px (width x height); the smallest side "
-                             f"accepted is {MIN_SIDE} px")
+        check_lr_batch(lq, color_fix)
         if tile is not None and tile <= 0:
             tile = None
         self.model.check_steps(steps)
@@ -166,10 +205,7 @@ class Upscaler:
         kwargs = dict(steps=steps, seed=seed, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
                       sampler=sampler, progress=progress)
         sr = torch.cat([self._restore(lq[i:i + chunk], **kwargs) for i in range(0, lq.shape[0], chunk)])
-        if color_fix != "none":
-            ref = bicubic_upsample(lq.to(sr.device, torch.float32), self.scale).clamp(0, 1)
-            sr = (wavelet_color_fix if color_fix == "wavelet" else adain_color_fix)(sr, ref)
-        return sr
+        return apply_color_fix(sr, lq, self.scale, color_fix)
 
     # ---- internals ----------------------------------------------------------------------------------------
     def _restore(self, lq, steps, seed, tile, tile_overlap, batch_size, sampler, progress) -> torch.Tensor:
@@ -222,12 +258,7 @@ class Upscaler:
 
     def _noise(self, y: torch.Tensor, seed: int | None) -> torch.Tensor:
         """Standard normal like y, drawn on the CPU: from `seed` alone per image, or fresh when seed is None."""
-        if seed is None:
-            noise = torch.randn(y.shape)
-        else:
-            noise = torch.randn(y.shape[1:], generator=torch.Generator().manual_seed(seed))
-            noise = noise.expand(y.shape).contiguous()
-        return noise.to(device=y.device, dtype=y.dtype)
+        return seeded_noise(y.shape, seed).to(device=y.device, dtype=y.dtype)
 
     def _codec(self, fn: Callable, x: torch.Tensor, latent_size: tuple[int, int], tile: int | None) -> torch.Tensor:
         """codec.encode / codec.decode; with --tile, in blended tiles when the codec is not exact and the latent
@@ -286,7 +317,7 @@ def failure_line(src: str | Path, e: BaseException) -> str:
     return msg if msg.startswith(str(src)) else f"{src}: {msg}"
 
 
-def upscale_file(upscaler: Upscaler, src: str | Path, dst: str | Path, overwrite: bool = False,
+def upscale_file(upscaler: ImageUpscaler, src: str | Path, dst: str | Path, overwrite: bool = False,
                  image: np.ndarray | None = None, progress: bool | str = False,
                  note: Callable[[str], Any] | None = None, **options) -> str:
     """Upscale one file to dst (atomic write): 'upscaled', or 'skipped' when dst exists; raises FILE_ERRORS.
@@ -305,7 +336,7 @@ def upscale_file(upscaler: Upscaler, src: str | Path, dst: str | Path, overwrite
     return "upscaled"
 
 
-def upscale_paths(upscaler: Upscaler, inputs: Sequence[str | Path], out_dir: str | Path | None, suffix: str = "",
+def upscale_paths(upscaler: ImageUpscaler, inputs: Sequence[str | Path], out_dir: str | Path | None, suffix: str = "",
                   ext: str = "auto", overwrite: bool = False, rank: int = 0, world_size: int = 1,
                   progress: bool = True, targets: Sequence[str | Path] | None = None, **options) -> UpscaleCounts:
     """Upscale files[rank::world_size] into out_dir (atomic, skip existing); options go to the upscaler.

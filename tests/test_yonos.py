@@ -3,6 +3,7 @@ the target is the frozen teacher's x0_hat on the less degraded LR, and the loss 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -119,15 +120,23 @@ def kl_yonos(tmp_path):
     return folder
 
 
-def test_decoder_fine_tuning_changes_only_the_decoder(kl_yonos, hr_folder, tmp_path):
+@pytest.mark.parametrize("gan_weight", [0.0, 0.1])
+def test_decoder_fine_tuning_changes_only_the_decoder(kl_yonos, hr_folder, tmp_path, gan_weight):
     from instantsr.methods.yonos import YonosDecoderConfig, YonosDecoderRecipe
     from instantsr.model import SRModel
     from instantsr.train import Trainer
 
-    recipe = YonosDecoderRecipe(YonosDecoderConfig(model=str(kl_yonos)), lpips=MeanAbs())
+    config = YonosDecoderConfig(model=str(kl_yonos), gan_weight=gan_weight, disc_channels=8)
+    recipe = YonosDecoderRecipe(config, lpips=MeanAbs())
+    disc_before = copy.deepcopy(recipe.discriminator)
     run = tmp_path / "dec"
     Trainer(recipe, tiny_train_config(hr_folder, steps=3, lr=1e-2, ema_decay=0.0), run, "yonos-decoder").run()
     assert len(losses(run)) == 3
+    header = (run / "log.csv").read_text().splitlines()[0].split(",")
+    assert ("gan" in header and "disc" in header) == bool(gan_weight)
+    if gan_weight:  # the discriminator trains alongside (and stays out of the exported model)
+        assert any(not torch.equal(a, b) for a, b in zip(disc_before.state_dict().values(),
+                                                        recipe.discriminator.state_dict().values()))
     before, after = SRModel.from_pretrained(kl_yonos), SRModel.from_pretrained(run / "model")
     old, new = before.state_dict(), after.state_dict()
     assert old.keys() == new.keys()
@@ -187,3 +196,26 @@ def test_sd_unet_starts_as_the_text_to_image_unet_and_trains_and_upscales(sd_fol
     save_image(smooth_image(12, 16, 0), lr_dir / "im0.png")
     assert main(["upscale", "-i", str(lr_dir), "-o", str(tmp_path / "sr"), "-m", str(run)]) == 0
     assert read_image(tmp_path / "sr" / "im0.png").rgb.shape == (3, 48, 64)
+
+
+def test_latent_scale_gives_the_codec_unit_variance_latents(hr_folder, tmp_path):
+    """configs/yonos/latent_scale.py stores 1 / std of the latents as the codec's scaling_factor (SD's 0.18215)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from instantsr.codecs import KLCodec
+    from instantsr.data import HRCropDataset
+    from instantsr.methods.autoencoder import AutoencoderConfig, build_autoencoder
+
+    build_autoencoder(AutoencoderConfig(width="tiny", down=4, latent_channels=4)).save_pretrained(tmp_path / "ae")
+    script = Path(__file__).parents[1] / "configs" / "yonos" / "latent_scale.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "ae"), str(hr_folder), "8"], check=True,
+                   capture_output=True)
+    codec = KLCodec.from_pretrained(tmp_path / "ae")
+    assert codec.config.scaling_factor != 1.0 and codec.vae.config.scaling_factor == codec.config.scaling_factor
+    dataset = HRCropDataset(hr_folder, crop=128, scales=(1.0, 0.75, 0.5))
+    with torch.no_grad():  # the same 8 crops as the script draws: latents now of unit standard deviation
+        picks = torch.randint(len(dataset), (8,), generator=torch.Generator().manual_seed(0)).tolist()
+        z = codec.encode(torch.stack([dataset[(i, s)][0] for s, i in enumerate(picks)]) * 2 - 1)
+    assert abs(float(z.std()) - 1) < 1e-3

@@ -74,23 +74,28 @@ class VPSchedule:
             raise ValueError(f"timesteps must be ascending unique indices in [0, {top}], got {kept}")
         object.__setattr__(self, "timesteps", kept)  # normalised so that respaced(max_steps) == full
 
+    # The tables are computed in numpy: in a traced graph (ONNX export) they are then constants, not cumprod and
+    # searchsorted ops that ONNX lacks.
     @property
     def betas(self) -> torch.Tensor:
         """beta_t (float64, length T, indexed by original index); as diffusers' schedulers."""
+        return torch.from_numpy(self._betas())
+
+    def _betas(self) -> np.ndarray:
         if self.beta_schedule == "scaled_linear":
-            return torch.linspace(self.beta_start**0.5, self.beta_end**0.5, self.T, dtype=torch.float64) ** 2
+            return np.linspace(self.beta_start**0.5, self.beta_end**0.5, self.T, dtype=np.float64) ** 2
         if self.beta_schedule == "linear":
-            return torch.linspace(self.beta_start, self.beta_end, self.T, dtype=torch.float64)
+            return np.linspace(self.beta_start, self.beta_end, self.T, dtype=np.float64)
         # cosine (Nichol & Dhariwal 2021): beta_i = 1 - alpha_bar((i+1)/T) / alpha_bar(i/T), capped at 0.999
         # (diffusers' "squaredcos_cap_v2").
-        t = torch.arange(self.T + 1, dtype=torch.float64) / self.T
-        alpha_bar = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-        return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+        t = np.arange(self.T + 1, dtype=np.float64) / self.T
+        alpha_bar = np.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        return np.minimum(1 - alpha_bar[1:] / alpha_bar[:-1], 0.999)
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
         """alpha_bar_t = prod_{s <= t} (1 - beta_s)."""
-        return torch.cumprod(1 - self.betas, dim=0)
+        return torch.from_numpy(np.cumprod(1 - self._betas()))
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -105,10 +110,10 @@ class VPSchedule:
     @property
     def alphas_cumprod_prev(self) -> torch.Tensor:
         """alpha_bar of the kept index below each index (1 below the first): alpha_bar_{t-1} of DDIM."""
-        kept = self.indices
-        below = torch.searchsorted(kept, torch.arange(self.T), right=False) - 1  # position of the kept index < i
-        prev = self.alphas_cumprod[kept[below.clamp(min=0)]]
-        return torch.where(below >= 0, prev, torch.ones_like(prev))
+        kept = np.asarray(self.timesteps)
+        below = np.searchsorted(kept, np.arange(self.T), side="left") - 1  # position of the kept index < i
+        prev = np.cumprod(1 - self._betas())[kept[np.maximum(below, 0)]]
+        return torch.from_numpy(np.where(below >= 0, prev, 1.0))
 
     @property
     def indices(self) -> torch.Tensor:

@@ -25,6 +25,7 @@ from ..nets.discriminators import PatchDiscriminator
 # width preset -> (channels per level for up to 4 levels, res blocks per level, GroupNorm groups)
 WIDTHS = {
     "tiny": ((16, 32, 32, 32), 1, 8),  # for tests
+    "compact": ((32, 64, 64, 128), 1, 16),  # what 2 CPU cores train in 20 minutes (the YONOS-SR runs)
     "small": ((64, 128, 128, 256), 1, 32),
     "base": ((128, 256, 512, 512), 2, 32),  # LDM's KL-f4 / ResShift's VQ-f4: ch 128, ch_mult (1, 2, 4), 2 blocks
 }
@@ -34,9 +35,10 @@ WIDTHS = {
 class AutoencoderConfig:
     latent_channels: int = 3  # latent channels (3 as LDM's KL-f4 and ResShift's VQ-f4; SD's f8 VAE has 4)
     down: int = 4  # spatial downsampling factor f: 2, 4 (ResShift's f4: 3 levels) or 8 (4 levels, as SD)
-    width: str = "base"  # channel preset: tiny (tests) | small | base (LDM f4: 128-256-512, 2 blocks per level)
+    width: str = "base"  # channel preset: tiny (tests) | compact | small | base (LDM f4: 128-256-512, 2 blocks)
     scaling_factor: float = 1.0  # KLCodec.encode multiplies latents by this (f4 models: 1; val.csv's latent_std
-    #                              says what gives unit variance, SD-style); fixed for the run
+    #                              says what gives unit variance, SD-style, and configs/yonos/latent_scale.py
+    #                              sets it after training)
     lpips_weight: float = 1.0  # weight of LPIPS(x, x') (LDM's perceptual_weight); 0 = L1 + KL only
     lpips_net: str = "vgg"  # LPIPS backbone: vgg (as LDM) | alex (cheaper)
     kl_weight: float = 1e-6  # weight of KL(q(z|x) || N(0, I)) (LDM: 1e-6; larger = smoother, less detailed latents)

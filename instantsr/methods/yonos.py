@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from ..diffusion.vp import VPDenoiser, VPLoss, VPSchedule
+from ..losses import discriminator_loss, generator_loss
 from ..model import SRModel, encode_condition
+from ..nets.discriminators import PatchDiscriminator
 from ..nets.unet import ConditionalUNet
 from .resshift import build_codec
 
@@ -137,12 +139,22 @@ class YonosDecoderConfig:
     steps: int = 1  # DDIM steps of the frozen UNet that make the latents the decoder learns to decode
     lpips_weight: float = 1.0  # L1 + lpips_weight LPIPS(decoded, HR), the autoencoder's loss
     lpips_net: str = "vgg"  # LPIPS backbone: vgg | alex
+    gan_weight: float = 0.0  # PatchGAN generator-loss weight (the paper's optional GAN term); 0 = no discriminator
+    gan_start: int = 0  # step from which the GAN terms are on (a decoder that already decodes well needs no wait)
+    gan_loss: str = "hinge"  # hinge (LDM) | nonsaturating
+    disc_channels: int = 64  # PatchGAN base width (pix2pix / LDM: 64)
+    disc_layers: int = 3  # PatchGAN stride-2 layers (3: 70x70 patches)
+
+    def __post_init__(self):
+        if self.gan_loss not in ("hinge", "nonsaturating"):
+            raise ValueError(f"yonos-decoder gan_loss = {self.gan_loss!r}: choose hinge or nonsaturating")
 
 
 class YonosDecoderRecipe:
     """Freezes a YONOS-SR model's UNet and encoder, runs its DDIM step(s) from z_T ~ N(0, I) on each LR crop,
     and fine-tunes the decoder so that the decoded one-step latent matches the HR crop (L1 + LPIPS). The exported
-    model is the same model with the tuned decoder. (The paper's optional GAN term is not implemented.)"""
+    model is the same model with the tuned decoder. With `gan_weight` a PatchGAN (the autoencoder's) judges the
+    decoded images against the HR crops and adds its generator loss, the paper's optional term."""
 
     ema_network = "decoder"
 
@@ -166,13 +178,18 @@ class YonosDecoderRecipe:
 
             lpips = LPIPS(config.lpips_net)  # WeightsNotFoundError says to run `instantsr weights fetch`
         self.lpips = lpips
-        self._train_decoder = self.decoder
+        self.discriminator = (PatchDiscriminator(config.disc_channels, config.disc_layers)
+                              if config.gan_weight else None)
+        self._train = self.networks()
 
     def networks(self) -> dict:
-        return {"decoder": self.decoder}
+        nets = {"decoder": self.decoder}
+        if self.discriminator is not None:
+            nets["discriminator"] = self.discriminator
+        return nets
 
     def bind(self, wrapped: dict) -> None:
-        self._train_decoder = wrapped["decoder"]
+        self._train = wrapped
 
     def training_step(self, hr: torch.Tensor, lr, ctx) -> dict:
         model, cfg = self.model.to(hr.device), self.method_config
@@ -182,13 +199,30 @@ class YonosDecoderRecipe:
             z = model.sample(model.prior(cond, noise), cond, cfg.steps, generator=ctx.generator)
             vae = model.codec.vae
             z = vae.post_quant_conv(z / vae.config.scaling_factor)  # what AutoencoderKL.decode feeds its decoder
-        out = self._train_decoder(z)
-        losses = {"l1": (out - (hr * 2 - 1)).abs().mean()}
+        out = self._train["decoder"](z)
+        x = hr * 2 - 1
+        losses = {"l1": (out - x).abs().mean()}
         if cfg.lpips_weight:
             losses["lpips"] = cfg.lpips_weight * self.lpips.to(hr.device)(((out + 1) / 2).clamp(0, 1), hr).mean()
+        gan_on = self.discriminator is not None and ctx.step >= cfg.gan_start
+        if gan_on:  # the discriminator judges the decoded image but is not trained by this loss
+            self.discriminator.requires_grad_(False)
+            disc = self._train["discriminator"]
+            losses["gan"] = cfg.gan_weight * generator_loss(getattr(disc, "module", disc)(out), cfg.gan_loss)
+            self.discriminator.requires_grad_(True)
+        elif self.discriminator is not None:
+            losses["gan"] = torch.zeros((), device=hr.device)  # the same log columns before and after gan_start
         loss = sum(losses.values())
         ctx.update("decoder", loss)
-        return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
+        logs = {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
+        if self.discriminator is not None:
+            disc_loss = torch.zeros((), device=hr.device)
+            if gan_on:
+                real, fake = self._train["discriminator"](torch.cat([x, out.detach()])).chunk(2)
+                disc_loss = discriminator_loss(real, fake, cfg.gan_loss)
+                ctx.update("discriminator", disc_loss)
+            logs["disc"] = disc_loss.detach()
+        return logs
 
     def sr_model(self, decoder: nn.Module | None = None) -> SRModel:
         """The model with the tuned decoder (the Trainer passes the decoder with EMA weights, and copies)."""
