@@ -149,7 +149,7 @@ def onnx_candidate(name: str, path: str | Path, device, dtype) -> Candidate | No
                       "passes; a graph holds one)", stacklevel=2)
         return None
     with tempfile.TemporaryDirectory(prefix="instantsr-onnx-") as tmp:  # the session holds the graph once loaded
-        graph = export_onnx(path, Path(tmp) / "model.onnx", fp16=dtype == torch.float16, noise_input=True)
+        graph = export_onnx(model, Path(tmp) / "model.onnx", fp16=dtype == torch.float16, noise_input=True)
         up = OnnxUpscaler(graph, device=str(device))
     # whole images (the timing leaves out its tiled settings, the quality runs ignore --quality-tile)
     return Candidate(f"{name}-onnxruntime", model.steps, count_params(model), f"{path} (onnxruntime)",

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from instantsr.metrics import DISTS, LPIPS
 
-__all__ = ["EADISTS", "LPIPS", "discriminator_loss", "generator_loss", "sobel_magnitude"]
+__all__ = ["EADISTS", "LPIPS", "discriminator_loss", "generator_loss", "judged_generator_loss", "sobel_magnitude"]
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -62,3 +62,14 @@ def generator_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
     """Generator loss on the discriminator's logits of generated samples: ``kind`` "hinge" -mean(fake) (LDM),
     else the non-saturating -log D(fake) = mean softplus(-fake)."""
     return -fake.mean() if kind == "hinge" else F.softplus(-fake).mean()
+def judged_generator_loss(discriminator: nn.Module, fake: torch.Tensor, kind: str) -> torch.Tensor:
+    """``generator_loss`` of ``fake`` as judged by a discriminator that this loss must not train: its parameters
+    are frozen for the call, and a DDP wrapper (``.module``) is bypassed, so no gradient sync waits for it."""
+    net = getattr(discriminator, "module", discriminator)
+    net.requires_grad_(False)
+    try:
+        return generator_loss(net(fake), kind)
+    finally:
+        net.requires_grad_(True)
+
+

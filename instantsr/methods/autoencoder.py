@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..codecs import KLCodec
-from ..losses import discriminator_loss, generator_loss
+from ..losses import discriminator_loss, judged_generator_loss
 from ..nets.discriminators import PatchDiscriminator
 
 # width preset -> (channels per level for up to 4 levels, res blocks per level, GroupNorm groups)
@@ -64,10 +64,6 @@ def build_autoencoder(config: AutoencoderConfig) -> KLCodec:
                    layers_per_block=blocks, norm_num_groups=groups, scaling_factor=config.scaling_factor)
 
 
-def _unwrap(net: nn.Module) -> nn.Module:
-    return net.module if hasattr(net, "module") else net
-
-
 class AutoencoderRecipe:
     """Trains a KL autoencoder on HR crops (the LR half of each batch is unused)."""
 
@@ -107,10 +103,7 @@ class AutoencoderRecipe:
         losses["kl"] = cfg.kl_weight * kl.mean() / x[0].numel()
         gan_on = self.discriminator is not None and ctx.step >= cfg.gan_start
         if gan_on:
-            # The discriminator judges x' but is not trained by this loss (nor through its DDP wrapper).
-            self.discriminator.requires_grad_(False)
-            losses["gan"] = cfg.gan_weight * generator_loss(_unwrap(self._train["discriminator"])(rec), cfg.gan_loss)
-            self.discriminator.requires_grad_(True)
+            losses["gan"] = cfg.gan_weight * judged_generator_loss(self._train["discriminator"], rec, cfg.gan_loss)
         elif self.discriminator is not None:
             losses["gan"] = torch.zeros((), device=hr.device)  # same log columns before and after gan_start
         loss = sum(losses.values())

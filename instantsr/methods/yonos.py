@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..diffusion.vp import VPDenoiser, VPLoss, VPSchedule
-from ..losses import discriminator_loss, generator_loss
+from ..losses import discriminator_loss, judged_generator_loss
 from ..model import SRModel, encode_condition
 from ..nets.discriminators import PatchDiscriminator
 from ..nets.unet import ConditionalUNet
@@ -205,11 +205,8 @@ class YonosDecoderRecipe:
         if cfg.lpips_weight:
             losses["lpips"] = cfg.lpips_weight * self.lpips.to(hr.device)(((out + 1) / 2).clamp(0, 1), hr).mean()
         gan_on = self.discriminator is not None and ctx.step >= cfg.gan_start
-        if gan_on:  # the discriminator judges the decoded image but is not trained by this loss
-            self.discriminator.requires_grad_(False)
-            disc = self._train["discriminator"]
-            losses["gan"] = cfg.gan_weight * generator_loss(getattr(disc, "module", disc)(out), cfg.gan_loss)
-            self.discriminator.requires_grad_(True)
+        if gan_on:
+            losses["gan"] = cfg.gan_weight * judged_generator_loss(self._train["discriminator"], out, cfg.gan_loss)
         elif self.discriminator is not None:
             losses["gan"] = torch.zeros((), device=hr.device)  # the same log columns before and after gan_start
         loss = sum(losses.values())
