@@ -112,6 +112,34 @@ def cmd_weights(args) -> None:
 
 
 # ---- train ------------------------------------------------------------------------------------------------
+def apply_overrides(items: list[str], train_cfg, method_cfg, method: str):
+    """`--set [train.]KEY=VALUE` applied to the [train] or the method's config dataclass; VALUE is read as a TOML
+    value (numbers, booleans, quoted strings, arrays) and taken as a plain string when it is not one."""
+    import tomllib
+    from dataclasses import fields, replace
+
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item}: give KEY=VALUE")
+        target = "train" if key.startswith("train.") else method
+        key = key.removeprefix("train.")
+        cfg = train_cfg if target == "train" else method_cfg
+        names = {f.name for f in fields(cfg)}
+        if key not in names:
+            raise ValueError(f"--set {item}: [{target}] has no field {key!r} (it has {', '.join(sorted(names))})")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        value = tuple(value) if isinstance(value, list) else value
+        if target == "train":
+            train_cfg = replace(train_cfg, **{key: value})
+        else:
+            method_cfg = replace(method_cfg, **{key: value})  # __post_init__ checks the value
+    return train_cfg, method_cfg
+
+
 def cmd_train(args) -> None:
     from dataclasses import replace
 
@@ -128,7 +156,7 @@ def cmd_train(args) -> None:
         "val_hr": args.val_hr, "num_workers": args.num_workers, "checkpoint_every": args.checkpoint_every,
         "validate_every": args.validate_every, "time_limit_min": args.time_limit}.items() if v is not None}
     train_cfg = replace(train_cfg, **overrides)
-    for flag, field in (("teacher", "teacher"), ("model", "model")):
+    for flag, field in (("teacher", "teacher"), ("model", "model"), ("prior", "prior")):
         if getattr(args, flag):
             if not hasattr(method_cfg, field):
                 raise ValueError(f"--{flag}: {args.method} takes none")
@@ -137,6 +165,7 @@ def cmd_train(args) -> None:
         if not hasattr(method_cfg, "scale"):
             raise ValueError(f"--scale: {args.method} has no scale of its own")
         method_cfg, train_cfg = replace(method_cfg, scale=args.scale), replace(train_cfg, scale=args.scale)
+    train_cfg, method_cfg = apply_overrides(args.set, train_cfg, method_cfg, args.method)
     if not train_cfg.data:
         raise SystemExit("instantsr train: give --data HR_DIR (or `data` in the config's [train] section)")
     recipe = build_recipe(args.method, method_cfg, seed=train_cfg.seed)  # initial weights from the seed too
@@ -387,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                              if m.teacher) + "; for yonos at "
                    "twice its scale: scale distillation)")
     t.add_argument("--model", help="the model to fine-tune (for yonos-decoder): a run or model folder")
+    t.add_argument("--prior", help="the diffusion prior (for dfosd): a VP model or run folder of `train yonos`, or "
+                                   "a local diffusers Stable Diffusion folder (unet/, vae/)")
     t.add_argument("--data", help="folder of HR training images (searched recursively)")
     t.add_argument("-s", "--scale", type=int, choices=[2, 4, 8], help="upscaling factor of the model to train")
     t.add_argument("--out", required=True, help="run folder (config, checkpoints, exported model)")
@@ -404,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-lr", help="paired validation LR folder")
     t.add_argument("--val-hr", help="paired validation HR folder (alone for autoencoder: reconstructions)")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has checkpoints")
+    t.add_argument("--set", action="append", default=[], metavar="[train.]KEY=VALUE",
+                   help="override one field of the method's config (train.KEY: of [train]); VALUE in TOML syntax, "
+                        "e.g. --set discriminator=none --set perceptual_weight=0.5; repeatable")
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("convert", help="official ResShift / SinSR checkpoints -> an instantsr model folder",

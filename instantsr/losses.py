@@ -62,14 +62,20 @@ def generator_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
     """Generator loss on the discriminator's logits of generated samples: ``kind`` "hinge" -mean(fake) (LDM),
     else the non-saturating -log D(fake) = mean softplus(-fake)."""
     return -fake.mean() if kind == "hinge" else F.softplus(-fake).mean()
-def judged_generator_loss(discriminator: nn.Module, fake: torch.Tensor, kind: str) -> torch.Tensor:
-    """``generator_loss`` of ``fake`` as judged by a discriminator that this loss must not train: its parameters
-    are frozen for the call, and a DDP wrapper (``.module``) is bypassed, so no gradient sync waits for it."""
+
+
+def judged_generator_loss(discriminator: nn.Module, fake: torch.Tensor, kind: str, *inputs) -> torch.Tensor:
+    """``generator_loss`` of ``discriminator(fake, *inputs)``, a discriminator that this loss must not train: its
+    parameters are frozen for the call, and a DDP wrapper (``.module``) is bypassed, so no gradient sync waits
+    for it. ``inputs`` are what else it reads (DFOSD's NAD: the timestep and the condition)."""
     net = getattr(discriminator, "module", discriminator)
-    net.requires_grad_(False)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
     try:
-        return generator_loss(net(fake), kind)
+        return generator_loss(net(fake, *inputs), kind)
     finally:
-        net.requires_grad_(True)
+        for p in trainable:  # only what was trainable: a LoRA discriminator's frozen base stays frozen
+            p.requires_grad_(True)
 
 

@@ -71,3 +71,20 @@ def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("model")
     model.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def sd_folder(tmp_path):
+    """unet/ and vae/ as a diffusers Stable Diffusion folder has them, tiny and random (no weights to fetch)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                         layers_per_block=1, attention_head_dim=4,
+                         norm_num_groups=8).save_pretrained(tmp_path / "sd" / "unet")
+    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
+                  layers_per_block=1, scaling_factor=0.18215).save_pretrained(tmp_path / "sd" / "vae")
+    return tmp_path / "sd"

@@ -153,23 +153,6 @@ def test_decoder_fine_tuning_needs_a_codec_with_a_decoder(teacher_x2):
 
 
 # ---- the Stable Diffusion path: a tiny random SD-layout folder ------------------------------------------
-@pytest.fixture
-def sd_folder(tmp_path):
-    """unet/ and vae/ as a diffusers Stable Diffusion folder has them, tiny and random (no weights to fetch)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    torch.manual_seed(0)
-    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
-                         layers_per_block=1, attention_head_dim=4,
-                         norm_num_groups=8).save_pretrained(tmp_path / "sd" / "unet")
-    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
-                  layers_per_block=1, scaling_factor=0.18215).save_pretrained(tmp_path / "sd" / "vae")
-    return tmp_path / "sd"
-
-
 def test_sd_unet_starts_as_the_text_to_image_unet_and_trains_and_upscales(sd_folder, hr_folder, tmp_path):
     from diffusers import UNet2DConditionModel
 
@@ -219,3 +202,18 @@ def test_latent_scale_gives_the_codec_unit_variance_latents(hr_folder, tmp_path)
         picks = torch.randint(len(dataset), (8,), generator=torch.Generator().manual_seed(0)).tolist()
         z = codec.encode(torch.stack([dataset[(i, s)][0] for s, i in enumerate(picks)]) * 2 - 1)
     assert abs(float(z.std()) - 1) < 1e-3
+
+
+def test_a_fixed_pixel_unshuffle_factor_gives_every_scale_one_latent_so_students_start_from_teachers(tmp_path):
+    torch.manual_seed(0)
+    x2 = YonosRecipe(YonosConfig(unet="tiny", scale=2, codec="pixel_unshuffle:4"))
+    x2.sr_model().save_pretrained(tmp_path / "x2")
+    assert x2.codec.config.factor == 4 and x2.backbone.config.latent_channels == 48
+    x4 = YonosRecipe(YonosConfig(unet="tiny", scale=4, codec="pixel_unshuffle:4", teacher=str(tmp_path / "x2")))
+    hr, lr = degrade_pairs(degrade_collate([(smooth_image(32, 32, 0), 1)], scale=4), scale=(2, 4))
+    assert torch.isfinite(x4.training_step(hr, lr, Context())["loss"])
+    warm = YonosRecipe(YonosConfig(unet="tiny", scale=8, codec="pixel_unshuffle:4", init=str(tmp_path / "x2")))
+    for a, b in zip(warm.backbone.state_dict().values(), x2.backbone.state_dict().values()):
+        assert torch.equal(a, b)  # init: a warm start from another model's backbone
+    with pytest.raises(ValueError, match="pixel_unshuffle:F with a whole factor"):
+        YonosRecipe(YonosConfig(unet="tiny", codec="pixel_unshuffle:four"))

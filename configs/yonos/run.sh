@@ -5,8 +5,10 @@
 # A distilled step costs about 4/3 of a direct one (one more forward pass, the teacher's), so the direct runs get
 # N + 4/3 N steps (x4) and N + 8/3 N steps (x8). Re-running resumes every run from its last checkpoint.
 #   bash configs/yonos/run.sh [ae|chain|direct|all] [extra train arguments, e.g. --batch-size 2 for a dry run]
-# DATA, RUNS, N (steps per chain stage), CFG (the yonos config), DEC_CFG and DEC_STEPS (the decoder fine-tune's)
-# come from the environment; on a GPU:
+# DATA, RUNS, N (steps per chain stage), CFG (the yonos config), DEC_CFG and DEC_STEPS (the decoder fine-tune's;
+# DEC_STEPS=0: none, as for a codec without a decoder) and P (the run names' prefix) come from the environment.
+# The pixel-space study: CFG=configs/yonos/pixel_cpu.toml P=yonos_px DEC_STEPS=0 bash configs/yonos/run.sh chain
+# On a GPU:
 # configs/yonos/device.sh.
 set -euo pipefail
 DATA=${DATA:-../shared/data/train}
@@ -15,6 +17,7 @@ N=${N:-800}
 CFG=${CFG:-configs/yonos/yonos_cpu.toml}
 DEC_CFG=${DEC_CFG:-configs/yonos/decoder_cpu.toml}
 DEC_STEPS=${DEC_STEPS:-600}
+P=${P:-yonos}
 mode=${1:-all}
 shift || true
 train() { instantsr train "$@" --data "$DATA" "${EXTRA[@]}"; }
@@ -24,15 +27,17 @@ ae() {
     train autoencoder --config configs/yonos/autoencoder.toml --out $RUNS/yonos_ae
     python configs/yonos/latent_scale.py $RUNS/yonos_ae/model "$DATA"
 }
-chain() {
-    train yonos --config $CFG -s 2 --steps $N --out $RUNS/yonos_x2
-    train yonos --config $CFG -s 4 --steps $N --teacher $RUNS/yonos_x2 --out $RUNS/yonos_x4
-    train yonos --config $CFG -s 8 --steps $N --teacher $RUNS/yonos_x4 --out $RUNS/yonos_x8
-    train yonos-decoder --config $DEC_CFG --steps $DEC_STEPS --model $RUNS/yonos_x4 --out $RUNS/yonos_x4_decoder
+chain() {  # a student starts from its teacher, not from the config's init
+    train yonos --config $CFG -s 2 --steps $N --out $RUNS/${P}_x2
+    train yonos --config $CFG -s 4 --steps $N --teacher $RUNS/${P}_x2 --set 'init=""' --out $RUNS/${P}_x4
+    train yonos --config $CFG -s 8 --steps $N --teacher $RUNS/${P}_x4 --set 'init=""' --out $RUNS/${P}_x8
+    if [ "$DEC_STEPS" -gt 0 ]; then
+        train yonos-decoder --config $DEC_CFG --steps $DEC_STEPS --model $RUNS/${P}_x4 --out $RUNS/${P}_x4_decoder
+    fi
 }
 direct() {
-    train yonos --config $CFG -s 4 --steps $((N + 4 * N / 3)) --out $RUNS/yonos_x4_direct
-    train yonos --config $CFG -s 8 --steps $((N + 8 * N / 3)) --out $RUNS/yonos_x8_direct
+    train yonos --config $CFG -s 4 --steps $((N + 4 * N / 3)) --out $RUNS/${P}_x4_direct
+    train yonos --config $CFG -s 8 --steps $((N + 8 * N / 3)) --out $RUNS/${P}_x8_direct
 }
 case $mode in
 ae) ae ;;

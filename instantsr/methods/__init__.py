@@ -47,6 +47,12 @@ def _yonos_decoder():
     return YonosDecoderConfig, YonosDecoderRecipe
 
 
+def _dfosd():
+    from .dfosd import DFOSDConfig, DFOSDRecipe
+
+    return DFOSDConfig, DFOSDRecipe
+
+
 def _autoencoder():
     from .autoencoder import AutoencoderConfig, AutoencoderRecipe
 
@@ -61,6 +67,8 @@ METHODS: dict[str, Method] = {
                             "half the scale) by scale distillation"),
     "yonos-decoder": Method(_yonos_decoder, "fine-tune a one-step yonos model's decoder on its frozen UNet's "
                                             "latents (L1 + LPIPS; --model RUN)"),
+    "dfosd": Method(_dfosd, "a DFOSD one-step generator: LoRA on a VP prior (--prior DIR), noise-aware "
+                            "discriminator, MSE + EA-DISTS; no teacher"),
     "autoencoder": Method(_autoencoder, "a KL latent codec (for a model's `codec`)"),
 }
 

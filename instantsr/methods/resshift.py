@@ -45,9 +45,16 @@ class ResShiftConfig:
 
 
 def build_codec(spec: str, scale: int):
-    """'pixel_unshuffle' (factor = scale, so latents meet the LR image at its own size) or a codec folder."""
+    """'pixel_unshuffle' (factor = scale, so latents meet the LR image at its own size), 'pixel_unshuffle:F'
+    (factor F whatever the scale: one latent layout for x2, x4 and x8, as scale distillation needs) or a codec
+    folder."""
     if spec == "pixel_unshuffle":
         return PixelUnshuffleCodec(factor=scale)
+    if spec.startswith("pixel_unshuffle:"):
+        factor = spec.partition(":")[2]
+        if not factor.isdigit() or int(factor) < 1:
+            raise ValueError(f"codec {spec!r}: give pixel_unshuffle:F with a whole factor F, e.g. pixel_unshuffle:4")
+        return PixelUnshuffleCodec(factor=int(factor))
     return KLCodec.from_pretrained(spec, local_files_only=True)
 
 

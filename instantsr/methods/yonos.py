@@ -25,13 +25,14 @@ from ..losses import discriminator_loss, judged_generator_loss
 from ..model import SRModel, encode_condition
 from ..nets.discriminators import PatchDiscriminator
 from ..nets.unet import ConditionalUNet
-from .resshift import build_codec
+from .resshift import build_codec, load_init
 
 
 @dataclass
 class YonosConfig:
     unet: str = "small"  # ConditionalUNet preset: tiny | small | base | large
-    codec: str = "pixel_unshuffle"  # pixel_unshuffle | a KLCodec folder (trained by `train autoencoder`)
+    codec: str = "pixel_unshuffle"  # pixel_unshuffle (factor = scale) | pixel_unshuffle:F (any scale; what scale
+    #                                 distillation needs) | a KLCodec folder (trained by `train autoencoder`)
     scale: int = 4
     T: int = 1000
     beta_schedule: str = "scaled_linear"  # scaled_linear (Stable Diffusion) | linear | cosine
@@ -43,6 +44,8 @@ class YonosConfig:
     teacher: str = ""  # scale distillation: a yonos model folder at scale/2 (its net, codec and schedule are used)
     sd: str = ""  # a local diffusers Stable Diffusion folder (unet/, vae/): its UNet (learnable context in place
     #               of text) and VAE replace `unet` and `codec`, as the paper starts from SD's weights
+    init: str = ""  # a model folder whose backbone (same preset and codec) starts this run: a warm start, or a
+    #                 run continued after its checkpoints are gone (a fresh optimizer)
 
     @property
     def schedule(self) -> VPSchedule:
@@ -79,6 +82,10 @@ class YonosRecipe:
             self.codec = build_codec(config.codec, config.scale).requires_grad_(False).eval()
             c = self.codec.latent_channels
             self.backbone = ConditionalUNet.from_preset(config.unet, latent_channels=c, cond_channels=c)
+        if config.init:
+            if config.teacher:
+                raise ValueError("yonos: init and teacher both set; a distilled student starts from its teacher")
+            load_init(self.backbone, SRModel.from_pretrained(config.init).backbone, config.init)
         self.loss = VPLoss(self.schedule, config.weighting)
         self._train_backbone = self.backbone
         self.sr_model()  # a bad parameterization or step count fails here, before any training

@@ -51,8 +51,25 @@ class SDConditionalUNet(ModelMixin, ConfigMixin):
         """Latent sizes must be a multiple of this (one halving per down block but the last)."""
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
 
-    def forward(self, x: torch.Tensor, t_index: torch.Tensor, cond) -> torch.Tensor:
+    def _inputs(self, x: torch.Tensor, t_index: torch.Tensor, cond):
         y = cond[1] if isinstance(cond, tuple) else cond  # a Condition(lq, y): the latent of the upsampled LR
         t = t_index.expand(x.shape[0]) if t_index.ndim == 0 else t_index
         context = self.context.expand(x.shape[0], -1, -1).to(x.dtype)
-        return self.unet(torch.cat([x, y.to(x.dtype)], 1), t, encoder_hidden_states=context).sample
+        return torch.cat([x, y.to(x.dtype)], 1), t, context
+
+    def forward(self, x: torch.Tensor, t_index: torch.Tensor, cond) -> torch.Tensor:
+        h, t, context = self._inputs(x, t_index, cond)
+        return self.unet(h, t, encoder_hidden_states=context).sample
+
+    def encoder_features(self, x: torch.Tensor, t_index: torch.Tensor, cond) -> torch.Tensor:
+        """The output of the down blocks and the middle block: what DFOSD's noise-aware discriminator reads."""
+        h, t, context = self._inputs(x, t_index, cond)
+        unet = self.unet
+        emb = unet.time_embedding(unet.time_proj(t).to(dtype=h.dtype))
+        h = unet.conv_in(h)
+        for block in unet.down_blocks:
+            if getattr(block, "has_cross_attention", False):
+                h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=context)
+            else:
+                h, _ = block(hidden_states=h, temb=emb)
+        return unet.mid_block(h, emb, encoder_hidden_states=context)

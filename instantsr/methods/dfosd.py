@@ -1,0 +1,245 @@
+"""DFOSD (Li et al. 2025): a distillation-free one-step diffusion SR generator, trained on real pairs with no
+teacher, a noise-aware discriminator (NAD) and the edge-aware DISTS loss.
+
+Generator (Eq. 1): the frozen prior UNet, adapted with LoRA, denoises the latent of the bicubic-upsampled LR, z_L,
+as if it were the noisy latent at an intermediate timestep T_L, in one step:
+
+    z_hat = (z_L - sqrt(1 - abar_{T_L}) eps_theta(z_L; T_L, c)) / sqrt(abar_{T_L}),    x_hat = decode(z_hat)
+
+(a v- or x0-predicting prior gives the same z_hat through its own conversion). The exported model is the `vp_lr`
+family: x_T = z_L, one DDIM step from T_L. c is the prior's condition: a learnable context in place of the text
+encoder for a Stable Diffusion prior; our own priors (`instantsr train yonos`) read y = z_L concatenated instead.
+
+NAD (§3.2): a copy of the prior's down blocks and middle block (LoRA) and a randomly initialised MLP head (1x1
+convolutions: a realism logit per position of the middle block's map), fed F(z, t) = sqrt(abar_t) z +
+sqrt(1 - abar_t) eps at a random t: real = z_H, the HR latent; fake = z_hat. L_D and L_G are Eq. 3 and Eq. 2
+(the non-saturating logistic losses). Ablations: `discriminator = "vanilla"` is the same network on clean
+latents (t = 0, no noise), `"none"` trains without one.
+
+Generator loss (Eq. 8): MSE(x_hat, x_H) + lambda2 perceptual(x_hat, x_H) + lambda1 L_G, with the perceptual term
+EA-DISTS (Eq. 5), DISTS, LPIPS or none (`perceptual = "mse"`). Only LoRA weights (and the learnable context)
+train; the prior, the codec and everything else stay frozen.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..diffusion.family import Condition
+from ..diffusion.vp import VPDenoiser, VPSchedule, q_sample
+from ..losses import discriminator_loss, judged_generator_loss
+from ..model import SRModel, encode_condition
+
+DISCRIMINATORS = ("nad", "vanilla", "none")
+PERCEPTUAL = ("ea-dists", "dists", "lpips", "mse")
+
+
+@dataclass
+class DFOSDConfig:
+    prior: str = ""  # a VP model folder (`instantsr train yonos`) or a local diffusers Stable Diffusion folder
+    t_l: int = 0  # T_L, the prior's timestep that z_L is denoised from; required (the paper gives none for SD;
+    #               configs/dfosd/pick_t_l.py measures one for a prior: where its one-step output is best)
+    scale: int = 4  # for a Stable Diffusion prior (ours carry their own scale)
+    lora_rank: int = 16  # LoRA rank of the generator and the discriminator (paper: 16)
+    lora_alpha: float = 16.0  # LoRA scaling alpha (paper: 16)
+    discriminator: str = "nad"  # nad (noise-aware) | vanilla (clean latents) | none
+    perceptual: str = "ea-dists"  # ea-dists | dists | lpips | mse (no perceptual term)
+    perceptual_weight: float = 1.0  # lambda2 (paper: silent)
+    gan_weight: float = 0.02  # lambda1 (paper: silent)
+    lpips_net: str = "vgg"  # for perceptual = "lpips"
+    disc_lr_scale: float = 1.0  # discriminator lr = train.lr * this (paper: both 5e-5)
+
+    def __post_init__(self):
+        if self.discriminator not in DISCRIMINATORS:
+            raise ValueError(f"dfosd discriminator = {self.discriminator!r}: choose from {', '.join(DISCRIMINATORS)}")
+        if self.perceptual not in PERCEPTUAL:
+            raise ValueError(f"dfosd perceptual = {self.perceptual!r}: choose from {', '.join(PERCEPTUAL)}")
+
+
+def load_prior(config: DFOSDConfig) -> SRModel:
+    """The prior as a frozen SRModel: a VP model folder of ours, or a diffusers SD folder (unet/, vae/,
+    scheduler/) whose UNet gets a learnable context and whose VAE becomes the codec."""
+    folder = Path(config.prior)
+    if not config.prior:
+        raise ValueError("dfosd needs a prior: --prior DIR (a VP model folder of `instantsr train yonos`, or a "
+                         "local diffusers Stable Diffusion folder)")
+    if (folder / "unet").is_dir() and (folder / "vae").is_dir():
+        from diffusers import AutoencoderKL
+
+        from ..codecs import KLCodec
+        from ..nets.sd_unet import SDConditionalUNet
+
+        vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
+        codec = KLCodec.from_vae(vae)
+        backbone = SDConditionalUNet.from_sd_folder(folder, codec.latent_channels)
+        sched = {}
+        if (folder / "scheduler" / "scheduler_config.json").is_file():
+            sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        schedule = VPSchedule(T=sched.get("num_train_timesteps", 1000),
+                              beta_schedule=sched.get("beta_schedule", "scaled_linear"),
+                              beta_start=sched.get("beta_start", 0.00085), beta_end=sched.get("beta_end", 0.012))
+        parameterization = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}[sched.get("prediction_type",
+                                                                                             "epsilon")]
+        prior = SRModel(backbone, codec, schedule, scale=config.scale, method="sd", family="vp",
+                        parameterization=parameterization, steps=1, sampler="ddim")
+    else:
+        prior = SRModel.from_pretrained(folder)
+        if prior.family not in ("vp", "vp_lr"):
+            raise ValueError(f"{folder}: a {prior.family} model; a DFOSD prior is a VP diffusion model "
+                             "(`instantsr train yonos`, or a diffusers Stable Diffusion folder)")
+    return prior.requires_grad_(False).eval()
+
+
+def lora_targets(net: nn.Module) -> list[str]:
+    """Every convolution and linear layer of `net`: where LoRA goes (the UNet's resnets, attention, time
+    embedding, input and output convolutions)."""
+    return sorted({name for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and name})
+
+
+def add_lora(net: nn.Module, rank: int, alpha: float) -> nn.Module:
+    """`net` frozen with peft LoRA adapters (B zero-initialised: it starts as `net`) on `lora_targets`."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    net.requires_grad_(False)
+    targets = lora_targets(net)
+    net = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets), net)
+    for name, p in net.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return net
+
+
+class NoiseAwareDiscriminator(nn.Module):
+    """The prior's down blocks + middle block (`encoder_features` of its backbone, with LoRA) and an MLP head:
+    a realism logit per position of the middle block's map."""
+
+    def __init__(self, backbone: nn.Module, rank: int, alpha: float):
+        super().__init__()
+        encoder = copy.deepcopy(backbone)
+        unet = encoder.unet
+        unet.up_blocks = nn.ModuleList()  # the decoder half is not part of the discriminator
+        unet.conv_norm_out = unet.conv_act = unet.conv_out = None
+        self.encoder = add_lora(encoder, rank, alpha)
+        channels = unet.config.block_out_channels[-1]
+        self.head = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.SiLU(), nn.Conv2d(channels, 1, 1))
+
+    def forward(self, z_t: torch.Tensor, t_index: torch.Tensor, cond) -> torch.Tensor:
+        return self.head(self.encoder.encoder_features(z_t, t_index, cond))
+
+
+class DFOSDRecipe:
+    """Trains a DFOSD one-step generator (LoRA on a frozen VP prior) against a noise-aware discriminator."""
+
+    ema_network = "generator"
+
+    def __init__(self, config: DFOSDConfig, prior: SRModel | None = None, perceptual: nn.Module | None = None):
+        self.method_config = config
+        self.prior = prior or load_prior(config)
+        self.codec, self.scale = self.prior.codec, self.prior.scale
+        T = self.prior.schedule.T
+        if not 0 < config.t_l < T:
+            raise ValueError(f"dfosd t_l = {config.t_l}: give T_L in [1, {T - 1}] (the prior's timestep that z_L "
+                             "is denoised from; configs/dfosd/pick_t_l.py measures a good one)")
+        self.schedule = VPSchedule(**{**_schedule_fields(self.prior.schedule), "start": config.t_l})
+        self.parameterization = self.prior.parameterization
+        self.lr_scales = (self.scale,)  # lr is then {scale: LR}, at the prior's scale
+        base = self.prior.backbone
+        self.discriminator = (NoiseAwareDiscriminator(base, config.lora_rank, config.lora_alpha)
+                              if config.discriminator != "none" else None)
+        self.generator = add_lora(copy.deepcopy(base), config.lora_rank, config.lora_alpha)
+        if hasattr(self.generator, "context"):  # an SD prior: the learnable condition embedding trains too
+            self.generator.context.requires_grad_(True)
+        self.perceptual = perceptual if perceptual is not None else _perceptual_loss(config)
+        self._train = self.networks()
+
+    def networks(self) -> dict:
+        nets = {"generator": self.generator}
+        if self.discriminator is not None:
+            nets["discriminator"] = self.discriminator
+        return nets
+
+    def learning_rate_scales(self) -> dict:
+        return {"discriminator": self.method_config.disc_lr_scale}
+
+    def bind(self, wrapped: dict) -> None:
+        self._train = wrapped
+
+    # ---- pieces, each tested on its own ----------------------------------------------------------------
+    def generate(self, cond) -> torch.Tensor:
+        """z_hat of Eq. 1: the generator's x0 from z_L = y at T_L."""
+        t = torch.full((cond.y.shape[0],), self.method_config.t_l, dtype=torch.long, device=cond.y.device)
+        return VPDenoiser(self._train["generator"], self.schedule, self.parameterization)(cond.y, t, cond)
+
+    def judge_input(self, z: torch.Tensor, generator: torch.Generator | None, t_index=None, noise=None):
+        """(F(z, t), t) at a random t in [0, T) (Eq. 4) for NAD; (z, 0) for the vanilla discriminator."""
+        n = z.shape[0]
+        if self.method_config.discriminator == "vanilla":
+            return z, torch.zeros(n, dtype=torch.long, device=z.device)
+        if t_index is None:
+            t_index = torch.randint(0, self.schedule.T, (n,), generator=generator, device=z.device)
+        if noise is None:
+            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        return q_sample(z, t_index, noise, self.schedule), t_index
+
+    # ---- one training step -------------------------------------------------------------------------------
+    def training_step(self, hr: torch.Tensor, lr, ctx) -> dict:
+        cfg, g = self.method_config, ctx.generator
+        self.codec.to(hr.device)
+        with torch.no_grad():
+            z_hr = self.codec.encode(hr * 2 - 1)
+            cond = encode_condition(self.codec, lr[self.scale], self.scale)
+        z_hat = self.generate(cond)
+        sr = self.codec.decode(z_hat)  # [-1, 1]; gradients pass through a KL codec's frozen decoder
+        losses = {"mse": F.mse_loss(sr, hr * 2 - 1)}
+        if self.perceptual is not None:
+            losses[cfg.perceptual] = cfg.perceptual_weight * self.perceptual.to(hr.device)(
+                ((sr + 1) / 2).clamp(0, 1), hr).mean()
+        if self.discriminator is not None:
+            z_t, t = self.judge_input(z_hat, g)
+            losses["gan"] = cfg.gan_weight * judged_generator_loss(self._train["discriminator"], z_t,
+                                                                   "nonsaturating", t, cond)  # Eq. 2
+        loss = sum(losses.values())
+        ctx.update("generator", loss)
+        logs = {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
+        if self.discriminator is not None:  # Eq. 3: real = HR latents, fake = the generator's, both at (t, eps)
+            t = torch.randint(0, self.schedule.T, (z_hr.shape[0],), generator=g, device=hr.device)
+            noise = torch.randn(z_hr.shape, generator=g, device=hr.device, dtype=z_hr.dtype)
+            real_in, t_in = self.judge_input(z_hr, g, t, noise)
+            fake_in, _ = self.judge_input(z_hat.detach(), g, t, noise)
+            both = Condition(cond.lq.repeat(2, 1, 1, 1), cond.y.repeat(2, 1, 1, 1))
+            real, fake = self._train["discriminator"](torch.cat([real_in, fake_in]), torch.cat([t_in, t_in]),
+                                                      both).chunk(2)
+            disc = discriminator_loss(real, fake, "nonsaturating", weight=1.0)
+            ctx.update("discriminator", disc)
+            logs["disc"] = disc.detach()
+        return logs
+
+    def sr_model(self, generator: nn.Module | None = None) -> SRModel:
+        """The one-step model: the (EMA) generator on the `vp_lr` family, x_T = z_L, one DDIM step from T_L.
+        The Trainer merges the LoRA into the weights before it exports."""
+        return SRModel(generator or self.generator, self.codec, self.schedule, scale=self.scale, method="dfosd",
+                       family="vp_lr", parameterization=self.parameterization, steps=1, max_steps=1, sampler="ddim",
+                       lr_multiple=self.prior.lr_multiple)
+
+
+def _schedule_fields(schedule: VPSchedule) -> dict:
+    return {"T": schedule.T, "beta_schedule": schedule.beta_schedule, "beta_start": schedule.beta_start,
+            "beta_end": schedule.beta_end}
+
+
+def _perceptual_loss(config: DFOSDConfig) -> nn.Module | None:
+    """The perceptual term's network (frozen; images in [0, 1], one value per image), or None for MSE only."""
+    if config.perceptual == "mse":
+        return None
+    from ..losses import EADISTS
+    from ..metrics import DISTS, LPIPS  # WeightsNotFoundError says to run `instantsr weights fetch`
+
+    if config.perceptual == "lpips":
+        return LPIPS(config.lpips_net)
+    return EADISTS() if config.perceptual == "ea-dists" else DISTS()
