@@ -150,7 +150,7 @@ def test_gradients_of_l_g_reach_only_the_generators_lora_and_of_l_d_only_the_dis
 @pytest.mark.parametrize("kind", ["none", "vanilla"])
 def test_ablations_train_without_or_with_a_clean_discriminator(prior, kind):
     recipe = recipe_of(prior, discriminator=kind, perceptual="mse")
-    recipe.perceptual = None
+    assert recipe.perceptual is None
     ctx = GradientContext(recipe.networks())
     logs = recipe.training_step(*batch(), ctx)
     assert ("gan" in logs) == (kind != "none") and "ea-dists" not in logs

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Scores the DFOSD study (docs/dfosd.md) on all 100 RealSR x4 pairs at one step:
-#   bash configs/dfosd/evaluate.sh ablations   the five ablation runs (RUNS/dfosd_*), quality only
+#   bash configs/dfosd/evaluate.sh ablations   the generator before training and the five ablation models
+#                                               (MODELS: models/dfosd, configs/dfosd/export.py), quality only
 #   bash configs/dfosd/evaluate.sh final NAME=DIR   one model beside the shipped default and Real-ESRGAN x4plus,
 #                                               quality and speed (run it on idle cores)
-# RUNS and IMAGES (pairs, default all 100) come from the environment.
+# MODELS, RUNS (where the untrained start is written) and IMAGES (pairs, default all 100) come from the environment.
 set -euo pipefail
+MODELS=${MODELS:-models/dfosd}
 RUNS=${RUNS:-runs}
 IMAGES=${IMAGES:-100}
 T=../shared/data/test/realsr
@@ -12,9 +14,13 @@ OUT=docs/bench/dfosd
 quality=(--lr $T/lr --hr $T/hr --max-images $IMAGES --steps 1 --strip-images 4)
 case ${1:-} in
 ablations)
-    models=(-m start=$RUNS/dfosd_start)  # the generator before training (pick_t_l.py --export)
+    # the generator before training: Eq. 1 with the prior's weights, at the runs' T_L
+    t_l=$(python -c "import json; print(json.load(open('$MODELS/nad_eadists/model_index.json'))['schedule']['start'])")
+    [ -d $RUNS/dfosd_start ] || python configs/dfosd/pick_t_l.py $MODELS/prior --candidates $t_l --crops 8 \
+        --export $RUNS/dfosd_start
+    models=(-m start=$RUNS/dfosd_start)
     for run in nad_eadists vanilla_eadists none_eadists nad_dists nad_mse; do
-        [ -d $RUNS/dfosd_$run/model ] && models+=(-m ${run/_/+}=$RUNS/dfosd_$run)
+        models+=(-m ${run/_/+}=$MODELS/$run)
     done
     instantsr bench "${models[@]}" "${quality[@]}" --no-speed -o $OUT/ablations ;;
 final)

@@ -4,19 +4,19 @@
 #   x4: RealSR's real pairs;
 #   x8: Set14 and the RealSR HR crops, each degraded x8 by bicubic and by average pooling (the paper's protocol).
 #   bash configs/yonos/evaluate.sh [x4 | x8 set14|realsr bicubic|avgpool | all]   (MODELS, RUNS, IMAGES: pairs
-#   per set, from the environment)
+#   per set, OUT, from the environment; the pixel-space study: MODELS=models/yonos_px OUT=${OUT:-docs/bench/yonos}_px)
 set -euo pipefail
 MODELS=${MODELS:-models/yonos}
 RUNS=${RUNS:-runs}  # where the x8 test pairs go
 IMAGES=${IMAGES:-10}
 T=../shared/data/test
 PAIRS=$RUNS/yonos_pairs
-OUT=docs/bench/yonos
+OUT=${OUT:-docs/bench/yonos}
 bench() { instantsr bench --steps 1,4,16 --no-speed --max-images $IMAGES --strip-images 3 "$@"; }
 
 x4() {
-    local models=(-m x4-direct=$MODELS/x4_direct -m x4-distilled=$MODELS/x4_distilled
-                  -m x4-distilled+decoder=$MODELS/x4_distilled_decoder)
+    local models=(-m x4-direct=$MODELS/x4_direct -m x4-distilled=$MODELS/x4_distilled)
+    [ -d $MODELS/x4_distilled_decoder ] && models+=(-m x4-distilled+decoder=$MODELS/x4_distilled_decoder)
     bench "${models[@]}" --lr $T/realsr/lr --hr $T/realsr/hr -o $OUT/x4_realsr
 }
 x8() {  # x8 SET PRESET

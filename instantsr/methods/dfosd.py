@@ -24,6 +24,7 @@ train; the prior, the codec and everything else stay frozen.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,7 @@ class DFOSDRecipe:
         if not 0 < config.t_l < T:
             raise ValueError(f"dfosd t_l = {config.t_l}: give T_L in [1, {T - 1}] (the prior's timestep that z_L "
                              "is denoised from; configs/dfosd/pick_t_l.py measures a good one)")
-        self.schedule = VPSchedule(**{**_schedule_fields(self.prior.schedule), "start": config.t_l})
+        self.schedule = dataclasses.replace(self.prior.schedule, start=config.t_l, timesteps=None)
         self.parameterization = self.prior.parameterization
         self.lr_scales = (self.scale,)  # lr is then {scale: LR}, at the prior's scale
         base = self.prior.backbone
@@ -155,7 +156,11 @@ class DFOSDRecipe:
         self.generator = add_lora(copy.deepcopy(base), config.lora_rank, config.lora_alpha)
         if hasattr(self.generator, "context"):  # an SD prior: the learnable condition embedding trains too
             self.generator.context.requires_grad_(True)
-        self.perceptual = perceptual if perceptual is not None else _perceptual_loss(config)
+        if config.perceptual == "mse":
+            perceptual = None
+        elif perceptual is None:
+            perceptual = _perceptual_loss(config)
+        self.perceptual = perceptual
         self._train = self.networks()
 
     def networks(self) -> dict:
@@ -228,15 +233,8 @@ class DFOSDRecipe:
                        lr_multiple=self.prior.lr_multiple)
 
 
-def _schedule_fields(schedule: VPSchedule) -> dict:
-    return {"T": schedule.T, "beta_schedule": schedule.beta_schedule, "beta_start": schedule.beta_start,
-            "beta_end": schedule.beta_end}
-
-
-def _perceptual_loss(config: DFOSDConfig) -> nn.Module | None:
-    """The perceptual term's network (frozen; images in [0, 1], one value per image), or None for MSE only."""
-    if config.perceptual == "mse":
-        return None
+def _perceptual_loss(config: DFOSDConfig) -> nn.Module:
+    """The perceptual term's network (frozen; images in [0, 1], one value per image)."""
     from ..losses import EADISTS
     from ..metrics import DISTS, LPIPS  # WeightsNotFoundError says to run `instantsr weights fetch`
 

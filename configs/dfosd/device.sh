@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The DFOSD study (configs/dfosd/run.sh) on one lent GPU through the device tool: the VP prior (prior_gpu.toml),
+# T_L, then the full method and the ablations (dfosd_gpu.toml), each run bounded by its time_limit_min.
+# Carry: .carry/train (configs/default/pack_data.py), .carry/whl (the diffusers wheel) and .carry/cache (DISTS and
+# LPIPS weights: `INSTANTSR_CACHE=.carry/cache instantsr weights fetch`). Writes the runs' models (fp16), logs and
+# T_L to $OUT.
+#   bash configs/dfosd/device.sh [all|nad]   (nad: the full method only, no ablations; ARGS: more train arguments
+#   for every run, e.g. ARGS="--steps 2 --batch-size 2" for a dry run on the CPU)
+set -uo pipefail
+OUT=${OUT:-runs/device_out}
+export RUNS=${RUNS:-/tmp/dfosd_runs} DATA=${DATA:-.carry/train}
+mkdir -p "$OUT" "$RUNS"
+if ! python3 -c "import diffusers" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:-}:$PWD INSTANTSR_CACHE=$PWD/.carry/cache PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
+train() { python3 -m instantsr.cli train "$@" --data "$DATA" ${ARGS:-}; }
+python3 configs/dfosd/prior_init.py $RUNS/dfosd_prior_init
+train yonos --config configs/dfosd/prior_gpu.toml --out $RUNS/dfosd_prior --set "init=\"$RUNS/dfosd_prior_init\""
+T_L=$(python3 configs/dfosd/pick_t_l.py $RUNS/dfosd_prior/model "$DATA" | tee $OUT/t_l.txt | awk '/best T_L/ {print $NF}')
+runs=("nad_eadists nad ea-dists")
+[ "${1:-all}" = all ] && runs+=("none_eadists none ea-dists" "vanilla_eadists vanilla ea-dists" "nad_dists nad dists"
+                                "nad_mse nad mse")
+for spec in "${runs[@]}"; do
+    set -- $spec
+    train dfosd --config configs/dfosd/dfosd_gpu.toml --out $RUNS/dfosd_$1 --prior $RUNS/dfosd_prior/model \
+        --set t_l=$T_L --set discriminator=$2 --set perceptual=$3 > $RUNS/dfosd_$1.log 2>&1
+    tr '\r' '\n' < $RUNS/dfosd_$1.log | grep -v "it/s]$" | tail -n 3
+done
+python3 - "$RUNS" "$OUT" <<'PY'
+import shutil, sys
+from pathlib import Path
+import torch
+from instantsr.model import SRModel
+runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+for run in sorted(runs.glob("dfosd_*")):
+    if (run / "model").is_dir():
+        SRModel.from_pretrained(run).to(torch.float16).save_pretrained(out / "models" / run.name)
+        shutil.copy(run / "config.toml", out / "models" / run.name / "training_config.toml")
+    if (run / "log.csv").is_file():
+        shutil.copy(run / "log.csv", out / f"{run.name}_log.csv")
+PY
+ls -la $OUT $OUT/models
