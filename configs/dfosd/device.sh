@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The DFOSD study (configs/dfosd/run.sh) on one lent GPU through the device tool: the VP prior (prior_gpu.toml),
 # T_L, then the full method and the ablations (dfosd_gpu.toml), each run bounded by its time_limit_min.
-# Carry: .carry/train (configs/default/pack_data.py), .carry/whl (the diffusers wheel) and .carry/cache (DISTS and
-# LPIPS weights: `INSTANTSR_CACHE=.carry/cache instantsr weights fetch`). Writes the runs' models (fp16), logs and
-# T_L to $OUT.
+# Carry: .carry/train (configs/default/pack_data.py, --max-side 512), .carry/whl (the diffusers wheel) and
+# .carry/cache (configs/dfosd/carry_weights.py: VGG-16, DISTS, LPIPS in fp16, 33 MiB). Writes the runs' models
+# (fp16), logs and T_L to $OUT. Dry-run on the CPU (session 14): DATA=../shared/data/train ARGS="--steps 2
+# --batch-size 2 --num-workers 0" bash configs/dfosd/device.sh
 #   bash configs/dfosd/device.sh [all|nad]   (nad: the full method only, no ablations; ARGS: more train arguments
 #   for every run, e.g. ARGS="--steps 2 --batch-size 2" for a dry run on the CPU)
 set -uo pipefail

@@ -2,8 +2,8 @@
 # Scores the DFOSD study (docs/dfosd.md) on all 100 RealSR x4 pairs at one step:
 #   bash configs/dfosd/evaluate.sh ablations   the generator before training and the five ablation models
 #                                               (MODELS: models/dfosd, configs/dfosd/export.py), quality only
-#   bash configs/dfosd/evaluate.sh final NAME=DIR   one model beside the shipped default and Real-ESRGAN x4plus,
-#                                               quality and speed (run it on idle cores)
+#   bash configs/dfosd/evaluate.sh final NAME=DIR   one model beside the shipped default, quality
+#   bash configs/dfosd/evaluate.sh speed NAME=DIR   the same, s/img at 64->256 and 128->512 (on idle cores)
 # MODELS, RUNS (where the untrained start is written) and IMAGES (pairs, default all 100) come from the environment.
 set -euo pipefail
 MODELS=${MODELS:-models/dfosd}
@@ -23,8 +23,11 @@ ablations)
         models+=(-m ${run/_/+}=$MODELS/$run)
     done
     instantsr bench "${models[@]}" "${quality[@]}" --no-speed -o $OUT/ablations ;;
-final)
-    instantsr bench -m default=instantsr/default_model -m "${2:?give NAME=DIR}" --baseline realesrgan \
-        "${quality[@]}" --sizes 64,128 --batch 1 --tile 0 -o $OUT/final ;;
-*) echo "usage: evaluate.sh ablations | final NAME=DIR" >&2; exit 2 ;;
+final)  # BASELINE=1: Real-ESRGAN x4plus too (about 20 more minutes on one core)
+    instantsr bench -m default=instantsr/default_model -m "${2:?give NAME=DIR}" ${BASELINE:+--baseline realesrgan} \
+        "${quality[@]}" --no-speed -o $OUT/final ;;
+speed)  # on idle cores
+    instantsr bench -m default=instantsr/default_model -m "${2:?give NAME=DIR}" --sizes 64,128 --batch 1 --tile 0 \
+        --no-quality -o $OUT/speed ;;
+*) echo "usage: evaluate.sh ablations | final NAME=DIR | speed NAME=DIR" >&2; exit 2 ;;
 esac

@@ -1,8 +1,8 @@
-"""Pick DFOSD's T_L for a prior: the timestep whose one-step output from z_L (Eq. 1, no LoRA yet) is closest to
-the HR crop, on Real-ESRGAN-degraded crops of the training photos (not a test set). The paper gives no T_L for
-SD; a prior of ours reads z_L as the noisy latent x_t, so T_L should be where x_t looks most like z_L.
+"""Pick DFOSD's T_L for a prior by measuring its one-step output from z_L (Eq. 1, no LoRA yet) against the HR
+crops, on Real-ESRGAN-degraded crops of the training photos (not a test set). The paper gives no T_L for SD; a
+prior of ours reads z_L as the noisy latent x_t, so T_L should be where x_t looks most like z_L.
 
-    python configs/dfosd/pick_t_l.py PRIOR_DIR [DATA_DIR] [--crops 64] [--export DIR]
+    python configs/dfosd/pick_t_l.py PRIOR_DIR [DATA_DIR] [--crops 48] [--export DIR]
 
 Prints PSNR and LPIPS-Alex of decode(z_hat) per candidate T_L and picks the one of best LPIPS among those within
 0.5 dB PSNR-Y of the best PSNR (a perceptual method's start that keeps the fidelity; the issue's tolerance);
@@ -22,7 +22,7 @@ from instantsr.model import SRModel
 p = argparse.ArgumentParser()
 p.add_argument("prior")
 p.add_argument("data", nargs="?", default="../shared/data/train")
-p.add_argument("--crops", type=int, default=64)
+p.add_argument("--crops", type=int, default=48)
 p.add_argument("--candidates", default="1,5,10,20,50,100,200,400,700,999")
 p.add_argument("--export", help="write the prior at the picked T_L as a one-step vp_lr model folder")
 args = p.parse_args()

@@ -46,7 +46,7 @@ PERCEPTUAL = ("ea-dists", "dists", "lpips", "mse")
 class DFOSDConfig:
     prior: str = ""  # a VP model folder (`instantsr train yonos`) or a local diffusers Stable Diffusion folder
     t_l: int = 0  # T_L, the prior's timestep that z_L is denoised from; required (the paper gives none for SD;
-    #               configs/dfosd/pick_t_l.py measures one for a prior: where its one-step output is best)
+    #               configs/dfosd/pick_t_l.py measures one for a prior on degraded training crops)
     scale: int = 4  # for a Stable Diffusion prior (ours carry their own scale)
     lora_rank: int = 16  # LoRA rank of the generator and the discriminator (paper: 16)
     lora_alpha: float = 16.0  # LoRA scaling alpha (paper: 16)
