@@ -13,7 +13,7 @@ from instantsr.cli import main
 from instantsr.data import degrade_collate, degrade_pairs
 from instantsr.diffusion.family import Condition
 from instantsr.diffusion.vp import VPSchedule
-from instantsr.methods.dfosd import DFOSDConfig, DFOSDRecipe
+from instantsr.methods.dfosd import DFOSDConfig, DFOSDRecipe, load_prior
 from instantsr.methods.yonos import YonosConfig, YonosRecipe
 from instantsr.model import SRModel, encode_condition
 
@@ -87,8 +87,9 @@ def test_the_generator_starts_as_the_prior_with_lora_only_trainable(prior):
     assert trainable and all("lora_" in k for k in trainable)
     x, t = torch.randn(2, 48, 8, 8), torch.tensor([250, 250])
     cond = Condition(torch.zeros(2, 3, 8, 8), torch.randn(2, 48, 8, 8))
+    prior_net = load_prior(recipe.method_config).backbone
     with torch.no_grad():  # LoRA's B starts at zero
-        torch.testing.assert_close(recipe.generator(x, t, cond), recipe.prior.backbone(x, t, cond))
+        torch.testing.assert_close(recipe.generator(x, t, cond), prior_net(x, t, cond))
     head = [k for k, p in recipe.discriminator.named_parameters() if p.requires_grad and "lora_" not in k]
     assert head and all(k.startswith("head.") for k in head)
     assert not recipe.discriminator.encoder.unet.up_blocks  # down blocks + middle block only
@@ -144,7 +145,8 @@ def test_gradients_of_l_g_reach_only_the_generators_lora_and_of_l_d_only_the_dis
     assert ctx.reached["discriminator"] and ctx.reached["discriminator"] <= disc_trainable
     assert all(p.requires_grad for n, p in nets["discriminator"].named_parameters() if ("discriminator", n)
                in disc_trainable)  # L_G froze the discriminator for its call only
-    assert not any(p.requires_grad for p in recipe.prior.parameters())
+    frozen_prior = [p for k, p in nets["generator"].named_parameters() if "lora_" not in k]
+    assert frozen_prior and not any(p.requires_grad for p in [*frozen_prior, *recipe.codec.parameters()])
 
 
 @pytest.mark.parametrize("kind", ["none", "vanilla"])

@@ -10,12 +10,7 @@ OUT=${OUT:-runs/gpu_out}
 RUNS=${RUNS:-/tmp/instantsr_runs}
 STAGES=${STAGES:-teacher sinsr rsd}  # teacher1: stage 1, from scratch; teacher_base: the next teacher
 mkdir -p "$OUT" "$RUNS"
-if ! python3 -c "import diffusers" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:-}:$PWD INSTANTSR_CACHE=$PWD/.carry/cache PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
+source configs/device_env.sh  # diffusers from .carry/whl, weights from .carry/cache
 train() { python3 -m instantsr.cli train "$@" --data .carry/train 2>&1 | tr '\r' '\n' | grep -v "it/s]$" ; }
 keep() { [ -d $RUNS/$1/model ] && tar -C $RUNS --exclude=checkpoints -cf $OUT/$1.tar $1; }  # after each run
 for stage in $STAGES; do

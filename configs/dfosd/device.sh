@@ -11,12 +11,7 @@ set -uo pipefail
 OUT=${OUT:-runs/device_out}
 export RUNS=${RUNS:-/tmp/dfosd_runs} DATA=${DATA:-.carry/train}
 mkdir -p "$OUT" "$RUNS"
-if ! python3 -c "import diffusers" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:-}:$PWD INSTANTSR_CACHE=$PWD/.carry/cache PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
+source configs/device_env.sh  # diffusers from .carry/whl, weights from .carry/cache
 train() { python3 -m instantsr.cli train "$@" --data "$DATA" ${ARGS:-}; }
 python3 configs/dfosd/prior_init.py $RUNS/dfosd_prior_init
 train yonos --config configs/dfosd/prior_gpu.toml --out $RUNS/dfosd_prior --set "init=\"$RUNS/dfosd_prior_init\""
@@ -30,17 +25,6 @@ for spec in "${runs[@]}"; do
         --set t_l=$T_L --set discriminator=$2 --set perceptual=$3 > $RUNS/dfosd_$1.log 2>&1
     tr '\r' '\n' < $RUNS/dfosd_$1.log | grep -v "it/s]$" | tail -n 3
 done
-python3 - "$RUNS" "$OUT" <<'PY'
-import shutil, sys
-from pathlib import Path
-import torch
-from instantsr.model import SRModel
-runs, out = Path(sys.argv[1]), Path(sys.argv[2])
-for run in sorted(runs.glob("dfosd_*")):
-    if (run / "model").is_dir():
-        SRModel.from_pretrained(run).to(torch.float16).save_pretrained(out / "models" / run.name)
-        shutil.copy(run / "config.toml", out / "models" / run.name / "training_config.toml")
-    if (run / "log.csv").is_file():
-        shutil.copy(run / "log.csv", out / f"{run.name}_log.csv")
-PY
+python3 configs/export_fp16.py $OUT/models $RUNS/dfosd_*/
+for run in $RUNS/dfosd_*/; do [ -f $run/log.csv ] && cp $run/log.csv $OUT/$(basename $run)_log.csv; done
 ls -la $OUT $OUT/models

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Scores the DFOSD study (docs/dfosd.md) on all 100 RealSR x4 pairs at one step:
 #   bash configs/dfosd/evaluate.sh ablations   the generator before training and the five ablation models
-#                                               (MODELS: models/dfosd, configs/dfosd/export.py), quality only
+#                                               (MODELS: models/dfosd, models/dfosd/README.md), quality only
 #   bash configs/dfosd/evaluate.sh final NAME=DIR   one model beside the shipped default, quality
 #   bash configs/dfosd/evaluate.sh speed NAME=DIR   the same, s/img at 64->256 and 128->512 (on idle cores)
 # MODELS, RUNS (where the untrained start is written) and IMAGES (pairs, default all 100) come from the environment.

@@ -51,6 +51,6 @@ if args.export:
     from instantsr.methods.dfosd import DFOSDConfig, DFOSDRecipe
     from instantsr.train import merge_lora
 
-    start = DFOSDRecipe(DFOSDConfig(prior=args.prior, t_l=best, discriminator="none", perceptual="mse"))
+    start = DFOSDRecipe(DFOSDConfig(prior=args.prior, t_l=best, discriminator="none", perceptual="mse"), prior=prior)
     merge_lora(start.sr_model()).save_pretrained(args.export)  # LoRA's B is zero: the prior's own weights
 print("best T_L:", best)

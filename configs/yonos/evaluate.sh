@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Scores the models of the YONOS-SR study (models/yonos: configs/yonos/run.sh, then export.py) at 1, 4 and 16
+# Scores the models of the YONOS-SR study (models/yonos: configs/yonos/run.sh, then export_fp16.py) at 1, 4 and 16
 # DDIM steps into docs/bench/yonos/ (docs/yonos.md):
 #   x4: RealSR's real pairs;
 #   x8: Set14 and the RealSR HR crops, each degraded x8 by bicubic and by average pooling (the paper's protocol).

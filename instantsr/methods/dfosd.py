@@ -140,20 +140,21 @@ class DFOSDRecipe:
     ema_network = "generator"
 
     def __init__(self, config: DFOSDConfig, prior: SRModel | None = None, perceptual: nn.Module | None = None):
+        # prior: as load_prior(config) gives it; its backbone becomes the generator (LoRA injected in place, so an
+        # SD-sized UNet is not held twice)
         self.method_config = config
-        self.prior = prior or load_prior(config)
-        self.codec, self.scale = self.prior.codec, self.prior.scale
-        T = self.prior.schedule.T
+        prior = prior or load_prior(config)
+        self.codec, self.scale, self.lr_multiple = prior.codec, prior.scale, prior.lr_multiple
+        T = prior.schedule.T
         if not 0 < config.t_l < T:
             raise ValueError(f"dfosd t_l = {config.t_l}: give T_L in [1, {T - 1}] (the prior's timestep that z_L "
                              "is denoised from; configs/dfosd/pick_t_l.py measures a good one)")
-        self.schedule = dataclasses.replace(self.prior.schedule, start=config.t_l, timesteps=None)
-        self.parameterization = self.prior.parameterization
+        self.schedule = dataclasses.replace(prior.schedule, start=config.t_l, timesteps=None)
+        self.parameterization = prior.parameterization
         self.lr_scales = (self.scale,)  # lr is then {scale: LR}, at the prior's scale
-        base = self.prior.backbone
-        self.discriminator = (NoiseAwareDiscriminator(base, config.lora_rank, config.lora_alpha)
-                              if config.discriminator != "none" else None)
-        self.generator = add_lora(copy.deepcopy(base), config.lora_rank, config.lora_alpha)
+        self.discriminator = (NoiseAwareDiscriminator(prior.backbone, config.lora_rank, config.lora_alpha)
+                              if config.discriminator != "none" else None)  # its own copy, before the LoRA below
+        self.generator = add_lora(prior.backbone, config.lora_rank, config.lora_alpha)
         if hasattr(self.generator, "context"):  # an SD prior: the learnable condition embedding trains too
             self.generator.context.requires_grad_(True)
         if config.perceptual == "mse":
@@ -230,7 +231,7 @@ class DFOSDRecipe:
         The Trainer merges the LoRA into the weights before it exports."""
         return SRModel(generator or self.generator, self.codec, self.schedule, scale=self.scale, method="dfosd",
                        family="vp_lr", parameterization=self.parameterization, steps=1, max_steps=1, sampler="ddim",
-                       lr_multiple=self.prior.lr_multiple)
+                       lr_multiple=self.lr_multiple)
 
 
 def _perceptual_loss(config: DFOSDConfig) -> nn.Module:
