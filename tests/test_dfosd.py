@@ -11,11 +11,14 @@ from safetensors.torch import load_file
 
 from instantsr.cli import main
 from instantsr.data import degrade_collate, degrade_pairs
+from instantsr.codecs import PixelUnshuffleCodec
 from instantsr.diffusion.family import Condition
+from instantsr.diffusion.resshift import ResShiftSchedule, skip_scalings
 from instantsr.diffusion.vp import VPSchedule
 from instantsr.methods.dfosd import DFOSDConfig, DFOSDRecipe, load_prior
 from instantsr.methods.yonos import YonosConfig, YonosRecipe
 from instantsr.model import SRModel, encode_condition
+from instantsr.nets.unet import ConditionalUNet
 
 from .conftest import smooth_image
 from .test_train import losses, tiny_train_config
@@ -50,6 +53,21 @@ def prior(tmp_path):
     folder = tmp_path / "prior"
     YonosRecipe(YonosConfig(unet="tiny", scale=4, parameterization="eps")).sr_model().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def resshift_prior(tmp_path):
+    """A tiny ResShift teacher (residual preconditioning, sigma_data 0.04), laid out as the shipped default."""
+    torch.manual_seed(0)
+    folder = tmp_path / "resshift_prior"
+    SRModel(ConditionalUNet.from_preset("tiny", latent_channels=48), PixelUnshuffleCodec(4), ResShiftSchedule(),
+            scale=4, method="resshift", steps=15, sigma_data=0.04).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(params=["vp", "resshift"])
+def any_prior(request):
+    return request.getfixturevalue("prior" if request.param == "vp" else "resshift_prior")
 
 
 def batch(n=2, size=32, seed=0):
@@ -101,8 +119,8 @@ def test_the_discriminator_sees_forward_diffused_latents_at_the_drawn_t(prior):
     recipe.discriminator.register_forward_pre_hook(lambda m, args: seen.append(args))
     judge = recipe.judge_input
 
-    def recording(z, g, t_index=None, noise=None):
-        out = judge(z, g, t_index, noise)
+    def recording(z, y, g, t_index=None, noise=None):
+        out = judge(z, y, g, t_index, noise)
         drawn.append((z, noise, out))
         return out
 
@@ -122,12 +140,45 @@ def test_the_discriminator_sees_forward_diffused_latents_at_the_drawn_t(prior):
 
     vanilla = recipe_of(prior, discriminator="vanilla")
     z = torch.randn(2, 48, 8, 8)
-    z_in, t0 = vanilla.judge_input(z, torch.Generator().manual_seed(0))
+    z_in, t0 = vanilla.judge_input(z, torch.randn_like(z), torch.Generator().manual_seed(0))
     assert torch.equal(z_in, z) and not t0.any()  # clean latents at t = 0
 
 
-def test_gradients_of_l_g_reach_only_the_generators_lora_and_of_l_d_only_the_discriminator(prior):
-    recipe = recipe_of(prior, t_l=250)
+def test_a_resshift_prior_denoises_z_l_at_t_l_without_noise_and_its_nad_uses_its_forward_process(resshift_prior):
+    recipe = recipe_of(resshift_prior, t_l=10)
+    schedule = ResShiftSchedule()
+    out = torch.randn(2, 48, 8, 8)
+    calls = []
+    recipe.bind({"generator": lambda x, t, lq: calls.append((x, t, lq)) or out})  # a backbone with known output
+    y, lq = torch.randn(2, 48, 8, 8), torch.randn(2, 3, 8, 8)
+    _, c_out = skip_scalings(torch.tensor([10, 10]), schedule, 0.04, y)
+    # x_{T_L} := z_L: the skip term (x_t - y) vanishes and x0 = y + c_out f(z_L / sqrt(kappa^2 eta + 1); T_L, lq)
+    torch.testing.assert_close(recipe.generate(Condition(lq, y)), y + c_out * out)
+    x_in, t_in, lq_in = calls[0]
+    torch.testing.assert_close(x_in, y / (schedule.kappa**2 * float(schedule.etas[10]) + 1) ** 0.5)
+    assert t_in.tolist() == [10, 10] and lq_in is lq
+
+    recipe = recipe_of(resshift_prior, t_l=10)  # the export: x_T = z_L, one deterministic step from T_L
+    model = recipe.sr_model()
+    assert (model.family, model.schedule.start, model.num_passes(), model.sigma_data) == ("resshift_lr", 10, 1, 0.04)
+    cond = Condition(lq, y)
+    with torch.no_grad():
+        torch.testing.assert_close(model.sample(model.prior(cond, torch.randn_like(y)), cond), recipe.generate(cond))
+
+    # NAD: F(z, t) = z + eta_t (y - z) + kappa sqrt(eta_t) eps, fed to the prior's encoder scaled as the prior's
+    z, noise, t = torch.randn(2, 48, 8, 8), torch.randn(2, 48, 8, 8), torch.tensor([0, 14])
+    z_t, t_out = recipe.judge_input(z, y, None, t, noise)
+    eta = schedule.etas.float()[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(z_t, z + eta * (y - z) + 2.0 * eta.sqrt() * noise)
+    seen = []
+    recipe.discriminator.encoder.encoder_features = lambda x, t, c: seen.append((x, c)) or torch.zeros(2, 32, 1, 1)
+    recipe.discriminator(z_t, t_out, cond)
+    torch.testing.assert_close(seen[0][0], z_t / (4 * eta + 1).sqrt())
+    assert seen[0][1] is lq
+
+
+def test_gradients_of_l_g_reach_only_the_generators_lora_and_of_l_d_only_the_discriminator(any_prior):
+    recipe = recipe_of(any_prior, t_l=250 if any_prior.name == "prior" else 10)
     with torch.no_grad():  # non-zero LoRA B everywhere, so that every adapter has a gradient path
         for net in recipe.networks().values():
             for k, p in net.named_parameters():
@@ -170,9 +221,16 @@ def test_bad_configs_are_one_line(prior, tmp_path):
         DFOSDRecipe(DFOSDConfig(prior=str(prior)), perceptual=MeanAbs())
 
 
-def test_a_resshift_model_is_not_a_prior(model_dir):
-    with pytest.raises(ValueError, match="a resshift model; a DFOSD prior is a VP diffusion model"):
-        DFOSDRecipe(DFOSDConfig(prior=str(model_dir), t_l=10), perceptual=MeanAbs())
+def test_a_model_that_does_not_denoise_is_not_a_prior(resshift_prior, tmp_path):
+    with pytest.raises(ValueError, match=r"give T_L in \[0, 14\]"):
+        DFOSDRecipe(DFOSDConfig(prior=str(resshift_prior), t_l=15), perceptual=MeanAbs())
+    rsd = SRModel.from_pretrained(resshift_prior)  # an RSD generator reads noise channels: a sampler, no denoiser
+    from instantsr.nets.unet import adapt_extra_channels
+
+    SRModel(adapt_extra_channels(rsd.backbone, 1), rsd.codec, rsd.schedule, method="rsd", steps=1, max_steps=1,
+            sigma_data=0.04).save_pretrained(tmp_path / "rsd")
+    with pytest.raises(ValueError, match="a rsd model; a DFOSD prior is a diffusion model that denoises"):
+        DFOSDRecipe(DFOSDConfig(prior=str(tmp_path / "rsd"), t_l=10), perceptual=MeanAbs())
 
 
 @pytest.mark.slow
@@ -233,14 +291,14 @@ def test_ablations_are_flags_of_instantsr_train():
 
 
 @pytest.mark.slow
-def test_the_exported_model_runs_the_lora_merged_generator_in_torch_and_onnx(prior, tmp_path):
+def test_the_exported_model_runs_the_lora_merged_generator_in_torch_and_onnx(any_prior, tmp_path):
     import copy
 
     from instantsr.onnx_export import OnnxUpscaler, export_onnx
     from instantsr.pipeline import Upscaler
     from instantsr.train import merge_lora
 
-    recipe = recipe_of(prior, t_l=100)
+    recipe = recipe_of(any_prior, t_l=100 if any_prior.name == "prior" else 10)
     with torch.no_grad():  # a trained-looking adapter
         for k, p in recipe.generator.named_parameters():
             if "lora_B" in k:

@@ -3,9 +3,9 @@ graph gives the torch upscaler's output to 1e-4 in float32 (random and real imag
 multiples of the model's), half precision stays finite on flat and saturated images, multi-step models and bad
 files are refused in one line.
 
-Three exports in all, of 10 to 20 s each on one core (the tests that need them are marked slow): the shipped
-default model with noise inputs (through the CLI), and a tiny RSD-like model with extra noise channels in float32
-(one input, the chaiNNer form) and in float16."""
+Four exports in all, of 10 to 20 s each on one core (the tests that need them are marked slow): the shipped
+default model (DFOSD, no noise) and the ResShift teacher of models/teacher with noise inputs (through the CLI), and
+a tiny RSD-like model with extra noise channels in float32 (one input, the chaiNNer form) and in float16."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from instantsr.tiling import pad_to_multiple  # noqa: E402
 from .conftest import DATA, needs_shared, smooth_image  # noqa: E402
 
 TOL = 1e-4  # float32 ONNX against torch (measured: under 1e-5)
+TEACHER = Path(__file__).resolve().parents[1] / "models" / "teacher"
 
 
 def tiny_model(folder: Path, method: str = "rsd", steps: int = 1, extra: int = 1) -> Path:
@@ -57,6 +58,14 @@ def default_graph(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def teacher_graph(tmp_path_factory) -> Path:
+    """The ResShift teacher (the default until issue 21), with its noise as an input."""
+    path = tmp_path_factory.mktemp("onnx") / "teacher.onnx"
+    assert main(["export", "-m", str(TEACHER), "-o", str(path), "--noise-input"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     return tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -74,17 +83,22 @@ def close(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---- float32: the torch upscaler's output --------------------------------------------------------------------
 @pytest.mark.slow
-def test_default_model_matches_torch_at_every_size(default_graph):
-    onnx, torch_up = OnnxUpscaler(default_graph), Upscaler.from_pretrained()
-    assert onnx.inputs == ["image", "noise"] and onnx.scale == 4 and onnx.multiple == 4
+@pytest.mark.parametrize("which", ["default", "teacher"])
+def test_default_model_matches_torch_at_every_size(which, default_graph, teacher_graph):
+    graph, folder = (default_graph, None) if which == "default" else (teacher_graph, TEACHER)
+    onnx, torch_up = OnnxUpscaler(graph), Upscaler.from_pretrained(folder)
+    # the default reads z_L with no noise: --noise-input adds no input; the teacher's x_T has its noise
+    assert onnx.inputs == (["image"] if which == "default" else ["image", "noise"])
+    assert onnx.scale == 4 and onnx.multiple == 4
     # multiples of 4 and not (the graph pads and crops as the upscaler does), a batch
     for shape in [(1, 3, 24, 32), (1, 3, 21, 30), (2, 3, 9, 13), (1, 3, 8, 17)]:
         lq = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape)))
         assert close(onnx.upscale_tensor(lq, seed=3), torch_up.upscale_tensor(lq, seed=3)) < TOL, shape
-    # the seed matters, and gives the same image in any batch, as with torch
+    # the same image in any batch, as with torch; for the teacher the seed matters
     lq = torch.rand(2, 3, 12, 12)
     one, two = onnx.upscale_tensor(lq, seed=1), onnx.upscale_tensor(lq[:1], seed=1)
-    assert close(one[:1], two) < 1e-6 and close(one[:1], onnx.upscale_tensor(lq[:1], seed=2)) > 1e-3
+    assert close(one[:1], two) < 1e-6
+    assert (close(one[:1], onnx.upscale_tensor(lq[:1], seed=2)) > 1e-3) == (which == "teacher")
 
 
 @needs_shared("data", "test", "realsr", "lr", "Canon_001_LR4.png")

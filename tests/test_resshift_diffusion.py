@@ -82,6 +82,20 @@ def test_respaced_indices():
         ResShiftSchedule(timesteps=(3, 2))
 
 
+def test_a_start_below_t_caps_the_indices():
+    # DFOSD on a ResShift prior samples from T_L = start, not T-1; the eta table stays the whole schedule's
+    s = ResShiftSchedule(start=11)
+    assert s.max_steps == 12 and s.timesteps == tuple(range(12)) and torch.equal(s.etas, SCHEDULE.etas)
+    assert s.respaced(1).timesteps == (11,) and s.respaced(3).timesteps == (0, 6, 11)
+    assert s.respaced(1).etas_prev[11] == 0  # one step from start: x0_hat itself (k = 1, m = j = 0)
+    with pytest.raises(ValueError, match="steps must be in \\[1, 12\\]"):
+        s.respaced(13)
+    with pytest.raises(ValueError, match="start in"):
+        ResShiftSchedule(start=15)
+    with pytest.raises(ValueError, match="indices in \\[0, 11\\]"):
+        ResShiftSchedule(start=11, timesteps=(3, 12))
+
+
 # ---------------------------------------------------------------------------- deterministic step
 
 

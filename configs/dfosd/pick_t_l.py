@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from instantsr.data import HRCropDataset, degrade_collate, degrade_pairs
-from instantsr.diffusion.vp import VPDenoiser
 from instantsr.metrics import LPIPS, psnr
 from instantsr.model import SRModel
 
@@ -23,8 +22,9 @@ p = argparse.ArgumentParser()
 p.add_argument("prior")
 p.add_argument("data", nargs="?", default="../shared/data/train")
 p.add_argument("--crops", type=int, default=48)
-p.add_argument("--candidates", default="1,5,10,20,50,100,200,400,700,999")
-p.add_argument("--export", help="write the prior at the picked T_L as a one-step vp_lr model folder")
+p.add_argument("--candidates", help="comma-separated T_L; default 1,5,...,999 for a VP prior, every index for "
+               "a ResShift one")
+p.add_argument("--export", help="write the prior at the picked T_L as a one-step model folder (vp_lr, resshift_lr)")
 args = p.parse_args()
 
 prior = SRModel.from_pretrained(args.prior)
@@ -35,11 +35,16 @@ hr, lr = degrade_pairs(degrade_collate(items, prior.scale), "cpu", prior.scale, 
 lpips = LPIPS("alex")
 with torch.no_grad():
     cond = prior.condition(lr)
-    denoiser = VPDenoiser(prior.backbone, prior.schedule, prior.parameterization)
+    if args.candidates:
+        candidates = [int(c) for c in args.candidates.split(",")]
+    elif prior.family.startswith("resshift"):
+        candidates = list(range(prior.schedule.T))
+    else:
+        candidates = [1, 5, 10, 20, 50, 100, 200, 400, 700, 999]
     rows = []
-    for t_l in (int(c) for c in args.candidates.split(",")):
+    for t_l in candidates:
         t = torch.full((hr.shape[0],), t_l, dtype=torch.long)
-        sr = prior.decode(denoiser(cond.y, t, cond))
+        sr = prior.decode(prior.denoiser(cond.y, t, cond))  # z_L read as x_{T_L}, no noise added
         rows.append((t_l, float(psnr(sr, hr).mean()), float(lpips(sr, hr).mean())))
     z_l = prior.decode(cond.y)
     print(f"z_L itself (bicubic): PSNR-Y {float(psnr(z_l, hr).mean()):.2f}  LPIPS {float(lpips(z_l, hr).mean()):.4f}")

@@ -12,6 +12,8 @@ channels of a generator) and y, the latent of the bicubic-upsampled LR image.
 - `vp`: variance-preserving latent diffusion (YONOS-SR); eps / v / x0; x_T ~ N(0, I); DDIM.
 - `vp_lr`: the same VP model started from the LR latent itself at an intermediate timestep T_L, no noise added
   (DFOSD's one-step generator, Eq. 1): x_T = y, and one DDIM step from `schedule.start` gives x0.
+- `resshift_lr`: the same for a residual-shifting model (DFOSD on a ResShift prior): x_T = y at index
+  `schedule.start`, no noise; one deterministic step gives the denoiser's x0.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ FAMILIES: dict[str, Family] = {
     "resshift": Family(resshift.ResShiftSchedule, ("x0",), _resshift_denoiser,
                        {"deterministic": resshift.sample_deterministic, "stochastic": resshift.sample_resshift},
                        lambda cond, noise, schedule: resshift.prior_sample(cond.y, noise, schedule)),
+    "resshift_lr": Family(resshift.ResShiftSchedule, ("x0",), _resshift_denoiser,
+                          {"deterministic": resshift.sample_deterministic}, lambda cond, noise, schedule: cond.y),
     "vp": Family(vp.VPSchedule, ("v", "eps", "x0"), _vp_denoiser, {"ddim": vp.sample_ddim},
                  lambda cond, noise, schedule: vp.prior_sample(noise, schedule)),
     "vp_lr": Family(vp.VPSchedule, ("eps", "v", "x0"), _vp_denoiser, {"ddim": vp.sample_ddim},

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .common import check_start_and_timesteps
 from .common import full_index as _full_index
 from .common import gather as _at
 
@@ -72,12 +73,10 @@ class ResShiftSchedule:
     timesteps: tuple[int, ...] | None = None  # kept original indices, ascending; None = all
     start_cap: float | None = None  # upper bound on sqrt(eta_1): SinSR's code caps it at sqrt(0.001), ResShift's
     #                                 (v1 and v3) does not; inactive for the default config (0.02 < 0.0316)
+    start: int | None = None  # the highest index sampling starts from; None = T-1 (DFOSD on a ResShift prior: T_L)
 
     def __post_init__(self):
-        kept = tuple(range(self.T)) if self.timesteps is None else tuple(int(i) for i in self.timesteps)
-        if not kept or list(kept) != sorted(set(kept)) or kept[0] < 0 or kept[-1] > self.T - 1:
-            raise ValueError(f"timesteps must be ascending unique indices in [0, {self.T - 1}], got {kept}")
-        object.__setattr__(self, "timesteps", kept)  # normalised so that respaced(T) == full
+        check_start_and_timesteps(self, min_T=2)
 
     @property
     def sqrt_etas(self) -> torch.Tensor:
@@ -117,19 +116,21 @@ class ResShiftSchedule:
 
     @property
     def max_steps(self) -> int:
-        """The most sampling steps (network passes) the schedule allows: T."""
-        return self.T
+        """The most sampling steps (network passes) the schedule allows: indices 0..start (T)."""
+        return (self.T - 1 if self.start is None else self.start) + 1
 
     def respaced(self, steps: int) -> "ResShiftSchedule":
-        """Keep `steps` indices evenly spaced over [0, T-1], both ends kept (steps=1 keeps T-1)."""
+        """Keep `steps` indices evenly spaced over [0, start], both ends kept (steps=1 keeps start, T-1 by
+        default)."""
         # Official space_timesteps keeps int(T/steps * k), k < steps: it starts at 0 but may drop
         # T-1. We keep T-1 too, so that the prior is always x_T and one step means "from x_T".
-        if not 1 <= steps <= self.T:
-            raise ValueError(f"steps must be in [1, {self.T}], got {steps}")
+        top = self.max_steps - 1
+        if not 1 <= steps <= top + 1:
+            raise ValueError(f"steps must be in [1, {top + 1}], got {steps}")
         if steps == 1:
-            kept = [self.T - 1]
+            kept = [top]
         else:
-            kept = [math.floor(k * (self.T - 1) / (steps - 1) + 0.5) for k in range(steps)]
+            kept = [math.floor(k * top / (steps - 1) + 0.5) for k in range(steps)]
         return dataclasses.replace(self, timesteps=tuple(kept))
 
 

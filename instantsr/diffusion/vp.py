@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .common import check_start_and_timesteps
 from .common import full_index as _full_index
 from .common import gather as _at
 
@@ -66,13 +67,7 @@ class VPSchedule:
     def __post_init__(self):
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
-        if self.T < 1 or (self.start is not None and not 0 <= self.start <= self.T - 1):
-            raise ValueError(f"need T >= 1 and start in [0, T-1], got T={self.T}, start={self.start}")
-        top = self.max_steps - 1
-        kept = tuple(range(top + 1)) if self.timesteps is None else tuple(int(i) for i in self.timesteps)
-        if not kept or list(kept) != sorted(set(kept)) or kept[0] < 0 or kept[-1] > top:
-            raise ValueError(f"timesteps must be ascending unique indices in [0, {top}], got {kept}")
-        object.__setattr__(self, "timesteps", kept)  # normalised so that respaced(max_steps) == full
+        check_start_and_timesteps(self, min_T=1)
 
     # The tables are computed in numpy: in a traced graph (ONNX export) they are then constants, not cumprod and
     # searchsorted ops that ONNX lacks.

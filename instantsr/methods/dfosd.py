@@ -10,6 +10,11 @@ as if it were the noisy latent at an intermediate timestep T_L, in one step:
 family: x_T = z_L, one DDIM step from T_L. c is the prior's condition: a learnable context in place of the text
 encoder for a Stable Diffusion prior; our own priors (`instantsr train yonos`) read y = z_L concatenated instead.
 
+A residual-shifting prior (a ResShift teacher: models/teacher, our default until issue 21) works the same way, our
+extension: its denoiser reads z_L as x_{T_L} with no noise added, x0 = f_theta(z_L; T_L, lq), and the
+discriminator's F(z, t) is its own forward process z + eta_t (y - z) + kappa sqrt(eta_t) eps; the export is the
+`resshift_lr` family. The shipped default is such a model.
+
 NAD (§3.2): a copy of the prior's down blocks and middle block (LoRA) and a randomly initialised MLP head (1x1
 convolutions: a realism logit per position of the middle block's map), fed F(z, t) = sqrt(abar_t) z +
 sqrt(1 - abar_t) eps at a random t: real = z_H, the HR latent; fake = z_hat. L_D and L_G are Eq. 3 and Eq. 2
@@ -33,8 +38,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..diffusion.family import Condition
-from ..diffusion.vp import VPDenoiser, VPSchedule, q_sample
+from ..diffusion import resshift, vp
+from ..diffusion.family import FAMILIES, Condition
+from ..diffusion.resshift import ResShiftSchedule
+from ..diffusion.vp import VPSchedule
 from ..losses import discriminator_loss, judged_generator_loss
 from ..model import SRModel, encode_condition
 
@@ -44,7 +51,7 @@ PERCEPTUAL = ("ea-dists", "dists", "lpips", "mse")
 
 @dataclass
 class DFOSDConfig:
-    prior: str = ""  # a VP model folder (`instantsr train yonos`) or a local diffusers Stable Diffusion folder
+    prior: str = ""  # a VP or ResShift model folder of ours, or a local diffusers Stable Diffusion folder
     t_l: int = 0  # T_L, the prior's timestep that z_L is denoised from; required (the paper gives none for SD;
     #               configs/dfosd/pick_t_l.py measures one for a prior on degraded training crops)
     scale: int = 4  # for a Stable Diffusion prior (ours carry their own scale)
@@ -69,8 +76,8 @@ def load_prior(config: DFOSDConfig) -> SRModel:
     scheduler/) whose UNet gets a learnable context and whose VAE becomes the codec."""
     folder = Path(config.prior)
     if not config.prior:
-        raise ValueError("dfosd needs a prior: --prior DIR (a VP model folder of `instantsr train yonos`, or a "
-                         "local diffusers Stable Diffusion folder)")
+        raise ValueError("dfosd needs a prior: --prior DIR (a VP model folder of `instantsr train yonos`, a ResShift "
+                         "teacher such as models/teacher, or a local diffusers Stable Diffusion folder)")
     if (folder / "unet").is_dir() and (folder / "vae").is_dir():
         from diffusers import AutoencoderKL
 
@@ -92,9 +99,9 @@ def load_prior(config: DFOSDConfig) -> SRModel:
                         parameterization=parameterization, steps=1, sampler="ddim")
     else:
         prior = SRModel.from_pretrained(folder)
-        if prior.family not in ("vp", "vp_lr"):
-            raise ValueError(f"{folder}: a {prior.family} model; a DFOSD prior is a VP diffusion model "
-                             "(`instantsr train yonos`, or a diffusers Stable Diffusion folder)")
+        if prior.family not in ("vp", "vp_lr", "resshift", "resshift_lr") or prior.noise_channels:
+            raise ValueError(f"{folder}: a {prior.method} model; a DFOSD prior is a diffusion model that denoises "
+                             "(`instantsr train yonos`, a ResShift teacher, or a diffusers Stable Diffusion folder)")
     return prior.requires_grad_(False).eval()
 
 
@@ -120,8 +127,11 @@ class NoiseAwareDiscriminator(nn.Module):
     """The prior's down blocks + middle block (`encoder_features` of its backbone, with LoRA) and an MLP head:
     a realism logit per position of the middle block's map."""
 
-    def __init__(self, backbone: nn.Module, rank: int, alpha: float):
+    def __init__(self, backbone: nn.Module, rank: int, alpha: float, schedule: ResShiftSchedule | None = None):
+        # schedule: a ResShift prior's; its input is then scaled as that prior's denoiser scales it, and it reads
+        # the LR image, as that prior does (a VP prior reads Condition(lq, y) whole)
         super().__init__()
+        self.schedule = schedule
         encoder = copy.deepcopy(backbone)
         unet = encoder.unet
         unet.up_blocks = nn.ModuleList()  # the decoder half is not part of the discriminator
@@ -131,11 +141,13 @@ class NoiseAwareDiscriminator(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.SiLU(), nn.Conv2d(channels, 1, 1))
 
     def forward(self, z_t: torch.Tensor, t_index: torch.Tensor, cond) -> torch.Tensor:
+        if self.schedule is not None:
+            z_t, cond = resshift.scale_input(z_t, t_index, self.schedule), cond.lq
         return self.head(self.encoder.encoder_features(z_t, t_index, cond))
 
 
 class DFOSDRecipe:
-    """Trains a DFOSD one-step generator (LoRA on a frozen VP prior) against a noise-aware discriminator."""
+    """Trains a DFOSD one-step generator (LoRA on a frozen diffusion prior) against a noise-aware discriminator."""
 
     ema_network = "generator"
 
@@ -145,14 +157,17 @@ class DFOSDRecipe:
         self.method_config = config
         prior = prior or load_prior(config)
         self.codec, self.scale, self.lr_multiple = prior.codec, prior.scale, prior.lr_multiple
-        T = prior.schedule.T
-        if not 0 < config.t_l < T:
-            raise ValueError(f"dfosd t_l = {config.t_l}: give T_L in [1, {T - 1}] (the prior's timestep that z_L "
-                             "is denoised from; configs/dfosd/pick_t_l.py measures a good one)")
+        self.residual_shift = prior.family.startswith("resshift")
+        self.family = "resshift_lr" if self.residual_shift else "vp_lr"
+        T, lowest = prior.schedule.T, 0 if self.residual_shift else 1  # VP index 0 is x0 itself: no denoising
+        if not lowest <= config.t_l < T:
+            raise ValueError(f"dfosd t_l = {config.t_l}: give T_L in [{lowest}, {T - 1}] (the prior's timestep that "
+                             "z_L is denoised from; configs/dfosd/pick_t_l.py measures a good one)")
         self.schedule = dataclasses.replace(prior.schedule, start=config.t_l, timesteps=None)
-        self.parameterization = prior.parameterization
+        self.parameterization, self.sigma_data = prior.parameterization, prior.sigma_data
         self.lr_scales = (self.scale,)  # lr is then {scale: LR}, at the prior's scale
-        self.discriminator = (NoiseAwareDiscriminator(prior.backbone, config.lora_rank, config.lora_alpha)
+        self.discriminator = (NoiseAwareDiscriminator(prior.backbone, config.lora_rank, config.lora_alpha,
+                                                      self.schedule if self.residual_shift else None)
                               if config.discriminator != "none" else None)  # its own copy, before the LoRA below
         self.generator = add_lora(prior.backbone, config.lora_rank, config.lora_alpha)
         if hasattr(self.generator, "context"):  # an SD prior: the learnable condition embedding trains too
@@ -180,10 +195,14 @@ class DFOSDRecipe:
     def generate(self, cond) -> torch.Tensor:
         """z_hat of Eq. 1: the generator's x0 from z_L = y at T_L."""
         t = torch.full((cond.y.shape[0],), self.method_config.t_l, dtype=torch.long, device=cond.y.device)
-        return VPDenoiser(self._train["generator"], self.schedule, self.parameterization)(cond.y, t, cond)
+        denoiser = FAMILIES[self.family].denoiser(self._train["generator"], self.schedule, self.parameterization,
+                                                  self.sigma_data)
+        return denoiser(cond.y, t, cond)
 
-    def judge_input(self, z: torch.Tensor, generator: torch.Generator | None, t_index=None, noise=None):
-        """(F(z, t), t) at a random t in [0, T) (Eq. 4) for NAD; (z, 0) for the vanilla discriminator."""
+    def judge_input(self, z: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None, t_index=None,
+                    noise=None):
+        """(F(z, t), t) at a random t in [0, T) (Eq. 4) for NAD; (z, 0) for the vanilla discriminator. F is the
+        prior's forward process: VP's, or ResShift's towards y."""
         n = z.shape[0]
         if self.method_config.discriminator == "vanilla":
             return z, torch.zeros(n, dtype=torch.long, device=z.device)
@@ -191,7 +210,9 @@ class DFOSDRecipe:
             t_index = torch.randint(0, self.schedule.T, (n,), generator=generator, device=z.device)
         if noise is None:
             noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        return q_sample(z, t_index, noise, self.schedule), t_index
+        if self.residual_shift:
+            return resshift.q_sample(z, y, t_index, noise, self.schedule), t_index
+        return vp.q_sample(z, t_index, noise, self.schedule), t_index
 
     # ---- one training step -------------------------------------------------------------------------------
     def training_step(self, hr: torch.Tensor, lr, ctx) -> dict:
@@ -207,7 +228,7 @@ class DFOSDRecipe:
             losses[cfg.perceptual] = cfg.perceptual_weight * self.perceptual.to(hr.device)(
                 ((sr + 1) / 2).clamp(0, 1), hr).mean()
         if self.discriminator is not None:
-            z_t, t = self.judge_input(z_hat, g)
+            z_t, t = self.judge_input(z_hat, cond.y, g)
             losses["gan"] = cfg.gan_weight * judged_generator_loss(self._train["discriminator"], z_t,
                                                                    "nonsaturating", t, cond)  # Eq. 2
         loss = sum(losses.values())
@@ -216,8 +237,8 @@ class DFOSDRecipe:
         if self.discriminator is not None:  # Eq. 3: real = HR latents, fake = the generator's, both at (t, eps)
             t = torch.randint(0, self.schedule.T, (z_hr.shape[0],), generator=g, device=hr.device)
             noise = torch.randn(z_hr.shape, generator=g, device=hr.device, dtype=z_hr.dtype)
-            real_in, t_in = self.judge_input(z_hr, g, t, noise)
-            fake_in, _ = self.judge_input(z_hat.detach(), g, t, noise)
+            real_in, t_in = self.judge_input(z_hr, cond.y, g, t, noise)
+            fake_in, _ = self.judge_input(z_hat.detach(), cond.y, g, t, noise)
             both = Condition(cond.lq.repeat(2, 1, 1, 1), cond.y.repeat(2, 1, 1, 1))
             real, fake = self._train["discriminator"](torch.cat([real_in, fake_in]), torch.cat([t_in, t_in]),
                                                       both).chunk(2)
@@ -227,11 +248,11 @@ class DFOSDRecipe:
         return logs
 
     def sr_model(self, generator: nn.Module | None = None) -> SRModel:
-        """The one-step model: the (EMA) generator on the `vp_lr` family, x_T = z_L, one DDIM step from T_L.
-        The Trainer merges the LoRA into the weights before it exports."""
+        """The one-step model: the (EMA) generator on the `vp_lr` (`resshift_lr`) family, x_T = z_L, one step from
+        T_L. The Trainer merges the LoRA into the weights before it exports."""
         return SRModel(generator or self.generator, self.codec, self.schedule, scale=self.scale, method="dfosd",
-                       family="vp_lr", parameterization=self.parameterization, steps=1, max_steps=1, sampler="ddim",
-                       lr_multiple=self.lr_multiple)
+                       family=self.family, parameterization=self.parameterization, sigma_data=self.sigma_data,
+                       steps=1, max_steps=1, lr_multiple=self.lr_multiple)
 
 
 def _perceptual_loss(config: DFOSDConfig) -> nn.Module:
