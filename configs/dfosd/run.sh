@@ -31,7 +31,7 @@ ablations() {  # JOBS runs at a time (default 2: one per core)
     done
     wait
 }
-on_default() {  # DFOSD with the shipped default (a ResShift teacher) as the prior, T_L in default_cpu.toml, at two
+on_default() {  # DFOSD with the ResShift teacher (models/teacher) as the prior, T_L in default_cpu.toml, at two
     # weights of the perceptual term (lambda2 = 1 over-sharpened: docs/dfosd.md)
     local spec
     for spec in "eadists_0.3 0.3" "eadists_0.1 0.1"; do
