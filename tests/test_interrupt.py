@@ -24,8 +24,14 @@ def test_ctrl_c_stops_within_a_second(tmp_path, after_s):
     save_image(smooth_image(768, 768, 0), tmp_path / "big.png")
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "instantsr.cli", "upscale", "-i", str(tmp_path / "big.png"),
-                             "-o", str(out), "--device", "cpu"], stderr=subprocess.PIPE, text=True, env=env)
+    # A shell's `pytest &` starts us with SIGINT ignored, and a child inherits SIG_IGN through exec (Python then
+    # installs no KeyboardInterrupt handler): hold a handler while starting the child, which exec resets to default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "instantsr.cli", "upscale", "-i", str(tmp_path / "big.png"),
+                                 "-o", str(out), "--device", "cpu"], stderr=subprocess.PIPE, text=True, env=env)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     time.sleep(after_s)
     assert proc.poll() is None, "the upscale ended before it could be interrupted: " + proc.stderr.read()
     t0 = time.perf_counter()
