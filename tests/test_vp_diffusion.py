@@ -185,6 +185,28 @@ def test_vp_loss_snr_plus_one_is_v_mse():
         VPLoss(SD, weighting="snr")
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_vp_loss_one_step_fraction_puts_that_share_at_t_max(fraction):
+    seen = []
+
+    def denoiser(x_t, t_index, cond):
+        seen.append(t_index)
+        return torch.zeros_like(x_t)
+
+    VPLoss(SD, one_step_fraction=fraction)(denoiser, torch.zeros(4000, 1, 1, 1), generator=_gen(0))
+    t = seen[0]
+    at_top = (t == SD.T - 1).float().mean().item()
+    assert at_top == pytest.approx(fraction + (1 - fraction) / SD.T, abs=0.025)
+    rest = t[t != SD.T - 1]
+    if fraction < 1:  # the others stay uniform over 0..T-2
+        assert rest.min() < 50 and rest.max() > SD.T - 50 and rest.float().mean() == pytest.approx(500, abs=25)
+    # DFOSD-style schedules that start lower put the share at their start
+    VPLoss(VPSchedule(start=249), one_step_fraction=1.0)(denoiser, torch.zeros(8, 1, 1, 1), generator=_gen(0))
+    assert seen[-1].tolist() == [249] * 8
+    with pytest.raises(ValueError, match="one_step_fraction must be in"):
+        VPLoss(SD, one_step_fraction=1.5)
+
+
 # ---------------------------------------------------------------------------- denoiser
 
 

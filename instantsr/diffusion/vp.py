@@ -243,23 +243,31 @@ def sample_ddim(denoiser, x, schedule, cond=None, steps=None, generator=None, pr
 class VPLoss:
     """VP training loss: weighted MSE on x0 at a uniform index; "snr+1" makes it the v-MSE (Salimans & Ho 2022)."""
 
-    def __init__(self, schedule: VPSchedule, weighting: str = "snr+1"):
+    def __init__(self, schedule: VPSchedule, weighting: str = "snr+1", one_step_fraction: float = 0.0):
         if weighting not in ("snr+1", "none"):
             raise ValueError(f"weighting must be one of ('snr+1', 'none'), got {weighting!r}")
+        if not 0.0 <= one_step_fraction <= 1.0:
+            raise ValueError(f"one_step_fraction must be in [0, 1], got {one_step_fraction}")
         self.schedule = schedule
         self.weighting = weighting  # "snr+1": 1 + alpha^2/sigma^2 (YONOS-SR Eq. 2); "none": plain x0-MSE
+        # Share of the draws put at the schedule's start (T-1), the one index a one-step DDIM sampler reads; the
+        # rest stay uniform. 0 is the papers' uniform t; > 0 is our deviation for short budgets (docs/yonos.md).
+        self.one_step_fraction = one_step_fraction
 
     def __call__(self, denoiser, x0, cond=None, generator=None, t_index=None, noise=None, target=None):
         # denoiser:  denoiser(x_t, t_index, cond) -> x0_hat
         # x0:        clean latent (N, C, H, W), the target
         # cond:      passed to the denoiser untouched
         # generator: for t_index and noise when they are not given (on x0's device)
-        # t_index:   LongTensor (N,) of original indices; uniform over 0..T-1 when None
+        # t_index:   LongTensor (N,) of original indices; uniform over 0..T-1 when None (see one_step_fraction)
         # noise:     standard normal like x0; drawn when None
         # target:    target(x_t, t_index) -> the x0 to regress, e.g. a teacher's x0_hat (YONOS-SR Eq. 3); x0 when None
         # returns:   per-sample loss (N,)
         if t_index is None:
             t_index = torch.randint(0, self.schedule.T, (x0.shape[0],), generator=generator, device=x0.device)
+            if self.one_step_fraction:
+                at_start = torch.rand(x0.shape[0], generator=generator, device=x0.device) < self.one_step_fraction
+                t_index = t_index.masked_fill(at_start, self.schedule.max_steps - 1)
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = q_sample(x0, t_index, noise, self.schedule)

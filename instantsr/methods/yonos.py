@@ -40,6 +40,8 @@ class YonosConfig:
     beta_end: float = 0.012
     parameterization: str = "v"  # v (YONOS-SR) | eps | x0
     weighting: str = "snr+1"  # 1 + alpha^2/sigma^2 on the x0 error (= v-MSE; YONOS-SR Eq. 2) | none
+    one_step_fraction: float = 0.0  # share of training t drawn at T-1, the one-step sampler's t (our deviation
+    #                                 for short budgets, docs/yonos.md); the rest uniform, as the paper's Eq. 2-3
     sample_steps: int = 1  # default DDIM steps of the exported model (any count up to T runs)
     teacher: str = ""  # scale distillation: a yonos model folder at scale/2 (its net, codec and schedule are used)
     sd: str = ""  # a local diffusers Stable Diffusion folder (unet/, vae/): its UNet (learnable context in place
@@ -86,7 +88,7 @@ class YonosRecipe:
             if config.teacher:
                 raise ValueError("yonos: init and teacher both set; a distilled student starts from its teacher")
             load_init(self.backbone, SRModel.from_pretrained(config.init).backbone, config.init)
-        self.loss = VPLoss(self.schedule, config.weighting)
+        self.loss = VPLoss(self.schedule, config.weighting, config.one_step_fraction)
         self._train_backbone = self.backbone
         self.sr_model()  # a bad parameterization or step count fails here, before any training
 
