@@ -3,7 +3,8 @@ config of its run (training_config.toml), so that the tables in docs/ can be re-
 
     python configs/export_fp16.py MODELS RUN[=NAME] ...     (NAME: the folder under MODELS; default the run's name)
 
-A run without an exported model (RUN/model) is skipped with a line that says so.
+RUN is a training run (RUN/model, RUN/config.toml) or a model folder (e.g. configs/dfosd/scale_adapter.py's, with
+its training_config.toml). A run without an exported model is skipped with a line that says so.
 """
 
 import shutil
@@ -21,12 +22,13 @@ for spec in sys.argv[2:]:
     run, _, name = spec.partition("=")
     run = Path(run)
     name = name or run.name
-    if not (run / "model").is_dir():
+    if not ((run / "model").is_dir() or (run / "model_index.json").is_file()):
         print(f"{run}: no model, skipped")
         continue
     model = SRModel.from_pretrained(run).to(torch.float16)
     shutil.rmtree(models / name, ignore_errors=True)
     model.save_pretrained(models / name)
-    shutil.copy(run / "config.toml", models / name / "training_config.toml")
+    config = run / "config.toml" if (run / "config.toml").is_file() else run / "training_config.toml"
+    shutil.copy(config, models / name / "training_config.toml")
     size = sum(f.stat().st_size for f in (models / name).rglob("*")) / 2**20
     print(f"{models / name}: {sum(p.numel() for p in model.parameters()):,} parameters, {size:.1f} MiB")
