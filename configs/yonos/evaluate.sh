@@ -1,31 +1,35 @@
 #!/usr/bin/env bash
-# Scores the models of the YONOS-SR study (models/yonos: configs/yonos/run.sh, then export_fp16.py) at 1, 4 and 16
-# DDIM steps into docs/bench/yonos/ (docs/yonos.md):
-#   x4: RealSR's real pairs;
-#   x8: Set14 and the RealSR HR crops, each degraded x8 by bicubic and by average pooling (the paper's protocol).
-#   bash configs/yonos/evaluate.sh [x4 | x8 set14|realsr bicubic|avgpool | all]   (MODELS, RUNS, IMAGES: pairs
-#   per set, OUT, from the environment; the pixel-space study: MODELS=models/yonos_px OUT=${OUT:-docs/bench/yonos}_px)
+# Scores the models of a YONOS-SR study (configs/yonos/run.sh, then export_fp16.py) at 1, 4 and 16 DDIM steps into
+# docs/bench/yonos/ (docs/yonos.md):
+#   x4 realsr: RealSR's real pairs;  x4 SET PRESET: SET's HR degraded x4 by `instantsr degrade --preset PRESET`;
+#   x8 SET PRESET: Set14 and the RealSR HR crops, each degraded x8 by bicubic and by average pooling (the paper's
+#   x8 protocol).
+#   bash configs/yonos/evaluate.sh [x4 realsr | x4 SET PRESET | x8 SET PRESET | all]
+# From the environment: MODELS, RUNS (where the degraded test pairs go), IMAGES (pairs per set), STEPS (DDIM step
+# counts), OUT. The bicubic study: MODELS=models/yonos_bicubic OUT=docs/bench/yonos_bicubic.
 set -euo pipefail
 MODELS=${MODELS:-models/yonos}
-RUNS=${RUNS:-runs}  # where the x8 test pairs go
+RUNS=${RUNS:-runs}
 IMAGES=${IMAGES:-10}
+STEPS=${STEPS:-1,4,16}
 T=../shared/data/test
 PAIRS=$RUNS/yonos_pairs
 OUT=${OUT:-docs/bench/yonos}
-bench() { instantsr bench --steps 1,4,16 --no-speed --max-images $IMAGES --strip-images 3 "$@"; }
+bench() { instantsr bench --steps $STEPS --no-speed --max-images $IMAGES --strip-images 3 "$@"; }
 
-x4() {
-    local models=(-m x4-direct=$MODELS/x4_direct -m x4-distilled=$MODELS/x4_distilled)
-    [ -d $MODELS/x4_distilled_decoder ] && models+=(-m x4-distilled+decoder=$MODELS/x4_distilled_decoder)
-    bench "${models[@]}" --lr $T/realsr/lr --hr $T/realsr/hr -o $OUT/x4_realsr
-}
-x8() {  # x8 SET PRESET
-    local models=(-m x8-direct=$MODELS/x8_direct -m x8-distilled=$MODELS/x8_distilled) pairs=$PAIRS/${1}_x8_$2
-    [ -d $pairs/lr ] || instantsr degrade -i $T/$1/hr -o $pairs -s 8 --preset $2
-    bench "${models[@]}" --lr $pairs/lr --hr $pairs/hr -o $OUT/x8_${1}_$2
+score() {  # SCALE SET [PRESET]: without a preset, the set's own LR (RealSR's real pairs)
+    local s=$1 set=$2 preset=${3:-} models=(-m x$1-direct=$MODELS/x$1_direct -m x$1-distilled=$MODELS/x$1_distilled)
+    [ -d $MODELS/x${s}_distilled_decoder ] && models+=(-m x$s-distilled+decoder=$MODELS/x${s}_distilled_decoder)
+    if [ -z "$preset" ]; then
+        bench "${models[@]}" --lr $T/$set/lr --hr $T/$set/hr -o $OUT/x${s}_$set
+    else
+        local pairs=$PAIRS/${set}_x${s}_$preset
+        [ -d $pairs/lr ] || instantsr degrade -i $T/$set/hr -o $pairs -s $s --preset $preset
+        bench "${models[@]}" --lr $pairs/lr --hr $pairs/hr -o $OUT/x${s}_${set}_$preset
+    fi
 }
 case ${1:-all} in
-x4) x4 ;;
-x8) x8 $2 $3 ;;
-all) x4; for set in set14 realsr; do for preset in bicubic avgpool; do x8 $set $preset; done; done ;;
+x4|x8) score ${1#x} ${2:-realsr} ${3:-} ;;
+all) score 4 realsr; for set in set14 realsr; do for preset in bicubic avgpool; do score 8 $set $preset; done; done ;;
+*) echo "usage: evaluate.sh [x4 realsr | x4 SET PRESET | x8 SET PRESET | all]" >&2; exit 2 ;;
 esac

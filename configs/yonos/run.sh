@@ -3,10 +3,11 @@
 #   chain:  x2 on raw data -> x4 by scale distillation -> x8 by scale distillation -> the x4 decoder fine-tune
 #   direct: x4 and x8 on raw data, each with the budget of the chain that made its distilled rival
 # A distilled step costs about 4/3 of a direct one (one more forward pass, the teacher's), so the direct runs get
-# N + 4/3 N steps (x4) and N + 8/3 N steps (x8). Re-running resumes every run from its last checkpoint.
+# N2 + 4/3 N steps (x4) and N2 + 8/3 N steps (x8). Re-running resumes every run from its last checkpoint.
 #   bash configs/yonos/run.sh [ae|chain|direct|all] [extra train arguments, e.g. --batch-size 2 for a dry run]
-# DATA, RUNS, N (steps per chain stage), CFG (the yonos config), DEC_CFG and DEC_STEPS (the decoder fine-tune's;
-# DEC_STEPS=0: none, as for a codec without a decoder) and P (the run names' prefix) come from the environment.
+# From the environment: DATA, RUNS, N (steps per distillation stage), N2 (the x2 model's steps; N by default), CFG
+# (the yonos config), DEC_CFG and DEC_STEPS (the decoder fine-tune's; DEC_STEPS=0: none, as for a codec without a
+# decoder) and P (the run names' prefix).
 # The pixel-space study: CFG=configs/yonos/pixel_cpu.toml P=yonos_px DEC_STEPS=0 bash configs/yonos/run.sh chain
 # On a GPU:
 # configs/yonos/device.sh.
@@ -14,6 +15,7 @@ set -euo pipefail
 DATA=${DATA:-../shared/data/train}
 RUNS=${RUNS:-runs}
 N=${N:-800}
+N2=${N2:-$N}
 CFG=${CFG:-configs/yonos/yonos_cpu.toml}
 DEC_CFG=${DEC_CFG:-configs/yonos/decoder_cpu.toml}
 DEC_STEPS=${DEC_STEPS:-600}
@@ -28,7 +30,7 @@ ae() {
     python configs/yonos/latent_scale.py $RUNS/yonos_ae/model "$DATA"
 }
 chain() {  # a student starts from its teacher, not from the config's init
-    train yonos --config $CFG -s 2 --steps $N --out $RUNS/${P}_x2
+    train yonos --config $CFG -s 2 --steps $N2 --out $RUNS/${P}_x2
     train yonos --config $CFG -s 4 --steps $N --teacher $RUNS/${P}_x2 --set 'init=""' --out $RUNS/${P}_x4
     train yonos --config $CFG -s 8 --steps $N --teacher $RUNS/${P}_x4 --set 'init=""' --out $RUNS/${P}_x8
     if [ "$DEC_STEPS" -gt 0 ]; then
@@ -36,8 +38,8 @@ chain() {  # a student starts from its teacher, not from the config's init
     fi
 }
 direct() {
-    train yonos --config $CFG -s 4 --steps $((N + 4 * N / 3)) --out $RUNS/${P}_x4_direct
-    train yonos --config $CFG -s 8 --steps $((N + 8 * N / 3)) --out $RUNS/${P}_x8_direct
+    train yonos --config $CFG -s 4 --steps $((N2 + 4 * N / 3)) --out $RUNS/${P}_x4_direct
+    train yonos --config $CFG -s 8 --steps $((N2 + 8 * N / 3)) --out $RUNS/${P}_x8_direct
 }
 case $mode in
 ae) ae ;;

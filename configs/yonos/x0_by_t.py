@@ -1,9 +1,11 @@
-"""How good is a VP model's x0 estimate at each t, against y itself? On degraded training crops (Real-ESRGAN,
-a quarter bicubic, as trained), PSNR-Y of decode(x0_hat(x_t, t, y)) with x_t ~ q(x_t | x0) at several t, beside
-PSNR-Y of y (the bicubic upsample). The MSE-optimal x0 estimate is at least as good as y at every t; a model whose
-x0 at high t is worse than y is underfit there, and its one-step sample (t = T-1) shows it.
+"""How good is a VP model's x0 estimate at each t, against y itself? On degraded training crops (`--preset`,
+by default Real-ESRGAN with a quarter bicubic, as `yonos_cpu.toml` trains): PSNR-Y of decode(x0_hat(x_t, t, y))
+with x_t ~ q(x_t | x0) at several t, beside PSNR-Y of decode(y) (y: the latent of the bicubic upsample); and the
+latent MSE against z0 = encode(HR) of x0_hat and of y, the quantity the loss minimises. The MSE-optimal x0 estimate
+is at least as good as y at every t (y is one estimate); a model whose x0_hat at high t is worse than y is underfit
+there, and its one-step sample (t = T-1) shows it.
 
-    python configs/yonos/x0_by_t.py MODEL_DIR [MODEL_DIR ...] [--data DIR] [--crops 16]
+    python configs/yonos/x0_by_t.py MODEL_DIR [MODEL_DIR ...] [--data DIR] [--crops 16] [--preset bicubic]
 """
 
 import argparse
@@ -20,6 +22,7 @@ p.add_argument("models", nargs="+")
 p.add_argument("--data", default="../shared/data/train")
 p.add_argument("--crops", type=int, default=16)
 p.add_argument("--t", default="10,200,500,999")
+p.add_argument("--preset", default="realesrgan", help="the LR degradation (a quarter bicubic when realesrgan)")
 args = p.parse_args()
 
 torch.manual_seed(0)
@@ -27,7 +30,8 @@ data = HRCropDataset(args.data, crop=128)
 items = [data[(i * 7 % len(data), i)] for i in range(args.crops)]
 for folder in args.models:
     m = SRModel.from_pretrained(folder)
-    hr, lr = degrade_pairs(degrade_collate(items, m.scale), "cpu", m.scale, "realesrgan", 0.25)
+    hr, lr = degrade_pairs(degrade_collate(items, m.scale), "cpu", m.scale, args.preset,
+                          0.25 if args.preset == "realesrgan" else 0.0)
     with torch.no_grad():
         cond = m.condition(lr)
         z = m.codec.encode(hr * 2 - 1)
@@ -35,5 +39,7 @@ for folder in args.models:
         for t in (int(s) for s in args.t.split(",")):
             t_index = torch.full((len(items),), t)
             x0 = m.denoiser(q_sample(z, t_index, torch.randn_like(z), m.schedule), t_index, cond)
-            cells.append(f"t={t}: {float(psnr(m.decode(x0), hr).mean()):.2f}")
-        print(f"{folder}: y {float(psnr(m.decode(cond.y), hr).mean()):.2f} dB | x0_hat " + ", ".join(cells))
+            mse = float((x0 - z).pow(2).mean())
+            cells.append(f"t={t}: {float(psnr(m.decode(x0), hr).mean()):.2f} dB, {mse:.3f}")
+        y_cell = f"{float(psnr(m.decode(cond.y), hr).mean()):.2f} dB, {float((cond.y - z).pow(2).mean()):.3f}"
+        print(f"{folder}: y {y_cell} | x0_hat " + "; ".join(cells))
