@@ -22,7 +22,7 @@ p.add_argument("models", nargs="+")
 p.add_argument("--data", default="../shared/data/train")
 p.add_argument("--crops", type=int, default=16)
 p.add_argument("--t", default="10,200,500,999")
-p.add_argument("--preset", default="realesrgan", help="the LR degradation (a quarter bicubic when realesrgan)")
+p.add_argument("--preset", default="realesrgan", help="the LR degradation (a quarter of the crops bicubic)")
 args = p.parse_args()
 
 torch.manual_seed(0)
@@ -30,8 +30,7 @@ data = HRCropDataset(args.data, crop=128)
 items = [data[(i * 7 % len(data), i)] for i in range(args.crops)]
 for folder in args.models:
     m = SRModel.from_pretrained(folder)
-    hr, lr = degrade_pairs(degrade_collate(items, m.scale), "cpu", m.scale, args.preset,
-                          0.25 if args.preset == "realesrgan" else 0.0)
+    hr, lr = degrade_pairs(degrade_collate(items, m.scale), "cpu", m.scale, args.preset, 0.25)  # a no-op for bicubic
     with torch.no_grad():
         cond = m.condition(lr)
         z = m.codec.encode(hr * 2 - 1)

@@ -241,7 +241,8 @@ def sample_ddim(denoiser, x, schedule, cond=None, steps=None, generator=None, pr
 
 
 class VPLoss:
-    """VP training loss: weighted MSE on x0 at a uniform index; "snr+1" makes it the v-MSE (Salimans & Ho 2022)."""
+    """VP training loss: weighted MSE on x0 at a uniform index (or a share at T-1: one_step_fraction); "snr+1" makes
+    it the v-MSE (Salimans & Ho 2022)."""
 
     def __init__(self, schedule: VPSchedule, weighting: str = "snr+1", one_step_fraction: float = 0.0):
         if weighting not in ("snr+1", "none"):
