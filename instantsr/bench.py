@@ -11,7 +11,8 @@ candidate goes through the same two measurements:
   passes per image, counted by a forward hook on the network.
 - quality: SR images of a paired folder written as 8-bit PNGs (as `instantsr upscale` writes them) and
   scored by `instantsr.evaluate.evaluate_folder`, the code of `instantsr eval`; bicubic is scored exactly as
-  `instantsr eval --baseline bicubic`.
+  `instantsr eval --baseline bicubic`. With LR images alone (no HR), the metrics that need no HR
+  (niqe, grid, grid_levels, color: `instantsr.metrics.NO_HR`) on those, and a strip without the HR column.
 
 `run_bench` writes report.md, bench.csv, images.csv, conditions.json and (with matplotlib) the
 perception-distortion plot, the speed-vs-steps plot and a comparison strip of crops. The measurements and their
@@ -45,7 +46,7 @@ from .viz import crops_strip, plot_perception_distortion, plot_scaling, plot_spe
 
 DEFAULT_STEPS = (1, 4, 15)
 METRIC_LABELS = {"psnr": "PSNR-Y ↑", "ssim": "SSIM-Y ↑", "lpips": "LPIPS ↓", "dists": "DISTS ↓",
-                 "niqe": "NIQE ↓"}
+                 "niqe": "NIQE ↓", "grid": "grid ↓", "grid_levels": "grid_levels ↓", "color": "color ↓"}
 
 
 # ---- what is benchmarked ----------------------------------------------------------------------------------
@@ -175,12 +176,16 @@ def bicubic_candidate(scale: int = 4) -> Candidate:
 
 
 # ---- quality ----------------------------------------------------------------------------------------------
-def paired_subset(lr_dir: str | Path, hr_dir: str | Path, max_images: int) -> list[Path]:
-    """LR files with an HR partner (same stem, as `PairedFolder` matches them); the first `max_images` (0: all)."""
+def paired_subset(lr_dir: str | Path, hr_dir: str | Path | None, max_images: int) -> list[Path]:
+    """LR files with an HR partner (same stem, as `PairedFolder` matches them); the first `max_images` (0: all).
+    With `hr_dir` None, the LR files alone (an LR-only set, for the metrics that need no HR)."""
     import sys
 
-    from .data import PairedFolder
+    from .data import PairedFolder, find_images
 
+    if hr_dir is None:
+        files = find_images(lr_dir, recursive=False)
+        return files[:max_images] if max_images > 0 else files
     with warnings.catch_warnings(record=True) as caught:  # told as plain lines, not Python warning echoes
         warnings.simplefilter("always")
         files = [lr for _, lr, _ in PairedFolder(lr_dir, hr_dir).pairs]
@@ -286,6 +291,7 @@ class BenchConfig:
     max_images: int = 8
     quality_tile: int | None = None
     metrics: tuple[str, ...] = ("psnr", "ssim", "lpips", "dists")
+    grid_period: int = 4  # period of the grid metrics (the latent stride of the shipped x4 model)
     strip_images: int = 3
     crop: int = 48
     device: str | None = None
@@ -302,9 +308,13 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = parse_dtype(cfg.dtype or ("fp16" if device.type == "cuda" else "fp32"))
     batches = cfg.batches or ((1, 64) if device.type == "cuda" else (1, 8))
-    quality = cfg.quality and cfg.lr is not None and cfg.hr is not None
+    from .metrics import NO_HR
+
+    lr_only = [m for m in cfg.metrics if m in NO_HR] == list(cfg.metrics)  # no metric needs the HR
+    quality = cfg.quality and cfg.lr is not None and (cfg.hr is not None or lr_only)
     if cfg.quality and not quality and (cfg.lr or cfg.hr):
-        raise ValueError("quality needs both --lr LR_DIR and --hr HR_DIR (or --no-quality)")
+        raise ValueError("quality needs both --lr LR_DIR and --hr HR_DIR, or --lr alone with no-reference "
+                         f"--metrics ({','.join(NO_HR)}), or --no-quality")
     if cfg.repeats < 1 or cfg.warmup < 0:
         raise ValueError("--repeats must be at least 1 and --warmup at least 0")
     known = {name for fam in FAMILIES.values() for name in fam.samplers}
@@ -378,7 +388,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
 
         lr_files = paired_subset(cfg.lr, cfg.hr, cfg.max_images)
         n_quality = len(lr_files)
-        suite = MetricSuite(cfg.metrics, device=device)
+        suite = MetricSuite(cfg.metrics, device=device, grid_period=cfg.grid_period, scale=scale)
         with tempfile.TemporaryDirectory(prefix="instantsr-bench-") as tmp:
             sr_root = out / "sr" if cfg.save_sr else Path(tmp)
             lr_subset = Path(tmp) / "lr"  # the subset as a folder, for `evaluate_folder`'s bicubic
@@ -392,19 +402,21 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
             for c, row in zip(tqdm(cands, desc="quality", unit="model"), rows):
                 if c.name == "bicubic":
                     img_rows, summary = evaluate_folder(None, cfg.hr, list(cfg.metrics), lr_dir=lr_subset,
-                                                        device=str(device), suite=suite, desc="bicubic")
+                                                        device=str(device), suite=suite, desc="bicubic",
+                                                        scale=scale)
                 else:
                     sr_dir = sr_root / c.slug
                     shutil.rmtree(sr_dir, ignore_errors=True)  # no stale images from an earlier run
                     upscale_folder(c, lr_files, sr_dir, device, cfg.quality_tile, cfg.tile_overlap,
                                    cfg.tile_batch)
                     sr_dirs[c.label] = sr_dir
-                    img_rows, summary = evaluate_folder(sr_dir, cfg.hr, list(cfg.metrics), device=str(device),
-                                                        suite=suite, desc=c.label)
+                    img_rows, summary = evaluate_folder(sr_dir, cfg.hr, list(cfg.metrics), lr_dir=lr_subset,
+                                                        device=str(device), suite=suite, desc=c.label)
                 row.update({m: summary[m] for m in cfg.metrics}, images=summary["images"])
                 per_image += [{"name": c.name, "steps": c.steps, "sampler": c.sampler, **r} for r in img_rows]
             if cfg.strip_images > 0:
-                crops_strip(lr_files[:cfg.strip_images], Path(cfg.hr), sr_dirs, out / "strip.png", cfg.crop, scale)
+                crops_strip(lr_files[:cfg.strip_images], Path(cfg.hr) if cfg.hr else None, sr_dirs,
+                            out / "strip.png", cfg.crop, scale)
                 images.append("strip.png")
         write_rows_csv(per_image, out / "images.csv")
 
@@ -443,9 +455,20 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
         notes += [f"{r['name']} ({r['steps']}) at {s.label(scale)}: out of memory ({r[f'oom_{s.key}']})"
                   for r in rows for s in settings if r.get(f"oom_{s.key}")]
     if quality:
-        notes.append(f"Quality on {n_quality} image(s) of {cfg.lr} against {cfg.hr}, SR written as 8-bit PNG "
-                     f"and scored by `instantsr eval` code (PSNR/SSIM on Y, no border crop); seed 0, "
+        against = f"against {cfg.hr}" if cfg.hr else "(LR only, no HR: no-reference metrics)"
+        on_y = " (PSNR/SSIM on Y, no border crop)" if {"psnr", "ssim"} & set(cfg.metrics) else ""
+        notes.append(f"Quality on {n_quality} image(s) of {cfg.lr} {against}, SR written as 8-bit PNG "
+                     f"and scored by `instantsr eval` code{on_y}; seed 0, "
                      f"{'tiles of ' + str(cfg.quality_tile) + ' px' if cfg.quality_tile else 'whole images'}.")
+        if {"grid", "grid_levels"} & set(cfg.metrics):
+            notes.append(f"grid: median over 32 px blocks of the amplitude ratio of period-{cfg.grid_period} "
+                         f"patterns to period {cfg.grid_period - 1} and {cfg.grid_period + 1} ones (about 1 "
+                         f"without a grid); grid_levels: RMS amplitude of the period-{cfg.grid_period} pattern "
+                         "beyond noise and texture, in 8-bit levels (`instantsr.artifacts.grid_strength`).")
+        if "color" in cfg.metrics:
+            notes.append(f"color: mean BT.601 chroma distance, in 8-bit levels, between the SR image and the "
+                         f"torch bicubic x{scale} of its LR, both average-pooled over {2 * scale}x{2 * scale} px "
+                         "(`instantsr.artifacts.color_shift`).")
     (out / "report.md").write_text(markdown_report(rows, settings, cfg.metrics if quality else (), cond, notes,
                                                    images, cfg.repeats, scale))
     fields = list(dict.fromkeys(k for r in rows for k in r))

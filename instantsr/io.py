@@ -68,6 +68,11 @@ def _header_size(path: Path) -> tuple[int, int] | None:
     return None
 
 
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header, without decoding it; None when it cannot be told."""
+    return _header_size(Path(path))
+
+
 @contextmanager
 def _strict_pixel_limit():
     with warnings.catch_warnings():
@@ -97,6 +102,8 @@ def read_image(path: str | Path) -> LoadedImage:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:  # Pillow would call it "not a readable image (cannot identify image file)"
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
     try:
         # Over Pillow's pixel limit is refused, not only over twice it (where Pillow itself stops): one limit,
         # and no DecompressionBombWarning echoed in the middle of the output.

@@ -11,6 +11,9 @@ Nothing is quantised here: to score 8-bit results, round them first (``instantsr
   the official formulas in plain torch; frozen weights, differentiable in the inputs (usable as losses).
 - NIQE (:func:`instantsr.niqe.niqe`) with the MATLAB pristine parameters, as the original MATLAB release
   computes it.
+- Artifact measures of :mod:`instantsr.artifacts` (no HR needed): ``grid`` (ratio of period-p to period p+-1
+  pattern amplitude, about 1 without a grid), ``grid_levels`` (RMS amplitude of the period-p grid in 8-bit
+  levels) and ``color`` (colour shift against the bicubic upsample of the LR, in 8-bit levels; needs the LR).
 - :class:`MetricSuite` builds the networks once and scores batches by name.
 
 Pretrained weights come from :mod:`instantsr.weights` (``instantsr weights fetch``).
@@ -26,15 +29,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from instantsr import weights
+from instantsr.artifacts import color_shift, grid_strength
 from instantsr.color import rgb_to_y
 from instantsr.niqe import niqe
 
 __all__ = [
+    "ARTIFACTS",
     "DISTS",
     "FULL_REFERENCE",
     "HIGHER_IS_BETTER",
     "LPIPS",
     "MetricSuite",
+    "NEEDS_LR",
+    "NO_HR",
     "NO_REFERENCE",
     "psnr",
     "pyiqa_metric",
@@ -42,8 +49,12 @@ __all__ = [
 ]
 
 FULL_REFERENCE = ("psnr", "ssim", "lpips", "dists")
-NO_REFERENCE = ("niqe",)
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "dists": False, "niqe": False}
+NO_REFERENCE = ("niqe",)  # no-reference image quality: the SR image alone
+ARTIFACTS = ("grid", "grid_levels", "color")  # instantsr.artifacts: no HR either
+NEEDS_LR = ("color",)  # ... but the LR image the SR image was made from
+NO_HR = NO_REFERENCE + ARTIFACTS  # every metric that needs no HR image
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "dists": False, "niqe": False,
+                    "grid": False, "grid_levels": False, "color": False}
 
 
 # ------------------------------------------------------------------------------------------------------ #
@@ -301,15 +312,17 @@ class DISTS(nn.Module):
 class MetricSuite:
     """Scores batches with the metrics ``names``, building the networks once.
 
-    ``suite(sr, hr)`` -> {name: tensor (N,)} on the CPU in float64; ``hr`` may be None when only
-    no-reference metrics are asked for. ``crop_border``/``y_channel`` apply to PSNR and SSIM
-    (``crop_border`` to NIQE too).
+    ``suite(sr, hr, lr)`` -> {name: tensor (N,)} on the CPU in float64; ``hr`` may be None when only metrics
+    of ``NO_HR`` are asked for, ``lr`` (the LR images `sr` was made from) is needed by ``color`` only.
+    ``crop_border``/``y_channel`` apply to PSNR and SSIM (``crop_border`` to NIQE too); ``grid_period`` is the
+    period of ``grid``/``grid_levels`` (4: the latent stride of the shipped x4 model); ``scale`` the SR/LR
+    factor of ``color`` unless a call gives its own.
     """
 
-    KNOWN = FULL_REFERENCE + NO_REFERENCE
+    KNOWN = FULL_REFERENCE + NO_REFERENCE + ARTIFACTS
 
     def __init__(self, names: Iterable[str], device: str | torch.device = "cpu", crop_border: int = 0,
-                 y_channel: bool = True):
+                 y_channel: bool = True, grid_period: int = 4, scale: int = 4):
         self.names = tuple(names)
         unknown = [n for n in self.names if n not in self.KNOWN]
         if unknown:
@@ -317,6 +330,10 @@ class MetricSuite:
         self.device = torch.device(device)
         self.crop_border = crop_border
         self.y_channel = y_channel
+        if grid_period < 2:
+            raise ValueError(f"the grid period must be at least 2, got {grid_period}")
+        self.grid_period = int(grid_period)
+        self.scale = int(scale)
         self._nets: dict[str, nn.Module] = {}
         if "lpips" in self.names:
             self._nets["lpips"] = LPIPS("alex").to(self.device)
@@ -328,13 +345,22 @@ class MetricSuite:
     def needs_reference(self) -> bool:
         return any(n in FULL_REFERENCE for n in self.names)
 
+    @property
+    def needs_lr(self) -> bool:
+        return any(n in NEEDS_LR for n in self.names)
+
     @torch.no_grad()
-    def __call__(self, sr: torch.Tensor, hr: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def __call__(self, sr: torch.Tensor, hr: torch.Tensor | None = None, lr: torch.Tensor | None = None,
+                 scale: int | None = None) -> dict[str, torch.Tensor]:
         if hr is None and self.needs_reference:
             raise ValueError(f"metrics {[n for n in self.names if n in FULL_REFERENCE]} need reference images")
+        if lr is None and self.needs_lr:
+            raise ValueError(f"metric(s) {', '.join(n for n in self.names if n in NEEDS_LR)} need the LR images "
+                             "the SR images were made from")
         sr = sr.to(self.device, torch.float32)
         hr = hr.to(self.device, torch.float32) if hr is not None else None
         out = {}
+        grid = None  # (ratio, levels), computed once for both names
         for name in self.names:
             if name == "psnr":
                 v = psnr(sr, hr, self.y_channel, self.crop_border)
@@ -342,6 +368,11 @@ class MetricSuite:
                 v = ssim(sr, hr, self.y_channel, self.crop_border)
             elif name in ("lpips", "dists"):
                 v = self._nets[name](sr, hr)
+            elif name in ("grid", "grid_levels"):
+                grid = grid if grid is not None else grid_strength(sr, self.grid_period)
+                v = grid[0] if name == "grid" else grid[1]
+            elif name == "color":
+                v = color_shift(sr, lr.to(self.device, torch.float32), scale or self.scale)
             else:  # niqe
                 v = niqe(sr, self.crop_border, params=self._niqe_params)
             out[name] = v.detach().double().cpu()

@@ -19,6 +19,7 @@ import json
 import math
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -26,12 +27,30 @@ from torch.nn import functional as F
 
 from .codecs import CODECS
 from .diffusion.family import FAMILIES, Condition
-from .nets.sd_unet import SDConditionalUNet
-from .nets.swin_unet import ResShiftSwinUNet
-from .nets.unet import ConditionalUNet
 
-BACKBONES: dict[str, type[nn.Module]] = {"ConditionalUNet": ConditionalUNet, "ResShiftSwinUNet": ResShiftSwinUNet,
-                                         "SDConditionalUNet": SDConditionalUNet}
+
+# The backbones a model folder may name, each imported when a folder names it: diffusers' UNet2DModel and
+# UNet2DConditionModel import its whole model registry (seconds), which a ResShift Swin UNet does not need.
+def _conditional_unet() -> type[nn.Module]:
+    from .nets.unet import ConditionalUNet
+
+    return ConditionalUNet
+
+
+def _swin_unet() -> type[nn.Module]:
+    from .nets.swin_unet import ResShiftSwinUNet
+
+    return ResShiftSwinUNet
+
+
+def _sd_unet() -> type[nn.Module]:
+    from .nets.sd_unet import SDConditionalUNet
+
+    return SDConditionalUNet
+
+
+BACKBONES: dict[str, Callable[[], type[nn.Module]]] = {
+    "ConditionalUNet": _conditional_unet, "ResShiftSwinUNet": _swin_unet, "SDConditionalUNet": _sd_unet}
 
 
 class ModelFolderError(ValueError):
@@ -118,6 +137,14 @@ class SRModel(nn.Module):
                 f"its schedule allows 1 to {self.max_steps}"
             raise ValueError(f"{self.method} model: {steps} steps is not possible ({what}: --steps {self.steps})")
         return steps
+
+    def check_sampler(self, sampler: str | None) -> str:
+        """`sampler` (None: the model's own), or a one-line ValueError naming the ones its family has."""
+        sampler = sampler or self.sampler
+        if sampler not in self.samplers:
+            raise ValueError(f"{self.method} model: no sampler {sampler!r}; a {self.family} model samples with "
+                             f"{', '.join(self.samplers)} (--sampler {self.sampler} is its own)")
+        return sampler
 
     def num_passes(self, steps: int | None = None) -> int:
         """Network passes of one sampling run at `steps` (None: the model's own)."""
@@ -218,7 +245,7 @@ class SRModel(nn.Module):
             schedule = schedule_cls(**given)
             steps = int(index["steps"])
             max_steps = index.get("max_steps") or (None if index.get("method", "resshift") == "resshift" else steps)
-            backbone = _load_component(BACKBONES[index["backbone"]], folder / "backbone")
+            backbone = _load_component(BACKBONES[index["backbone"]](), folder / "backbone")
             codec = _load_component(CODECS[index["codec"]], folder / "codec")
             model = cls(backbone, codec, schedule, scale=int(index["scale"]), method=index.get("method", family),
                         steps=steps, sampler=index.get("sampler"), family=family,

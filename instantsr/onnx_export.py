@@ -32,6 +32,7 @@ import copy
 import logging
 import math
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -43,7 +44,8 @@ from torch.nn import functional as F
 from . import __version__
 from .diffusion.family import Condition
 from .model import SRModel
-from .pipeline import ImageUpscaler, apply_color_fix, check_lr_batch, load_model, resolve_model_path, seeded_noise
+from .pipeline import (ImageUpscaler, check_lr_batch, finish_output, load_model, resolve_model_path, seeded_noise,
+                       step_seed)
 
 __all__ = ["OneStepGraph", "OnnxUpscaler", "export_onnx", "prior_coefficients"]
 
@@ -204,6 +206,35 @@ class OneStepGraph(nn.Module):
 
 
 # ---- export ---------------------------------------------------------------------------------------------------
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colour codes (torch's exporter writes \x1b[96m...)
+_CLASS_PREFIX = re.compile(r"^<class '[\w.]+'>:\s*")  # "<class 'AssertionError'>: ..." of its exception summary
+_ATEN_OP = re.compile(r"target=torch\.ops\.(\w+\.\w+)")  # the node that could not be translated
+
+
+def export_failure(e: BaseException, limit: int = 300) -> str:
+    """The cause of an export failure in one line of plain text. torch's exporter raises pages of text with
+    colour codes, its first line a generic 'Failed to convert the exported program ... This is step 3/3', the
+    cause (onnxscript's 'only 4D query, key, and value are supported') deepest in the exception chain.
+
+    The chain is read innermost first, its lines without colour codes: the first that says what is not
+    supported, else the innermost exception's first line; the aten op of the node that failed goes before it
+    when the text names one."""
+    chain, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    texts = [_ANSI.sub("", str(x)) for x in reversed(chain)]  # innermost first
+    lines = [_CLASS_PREFIX.sub("", line.strip()).strip() for text in texts for line in text.splitlines()]
+    lines = [line for line in lines if line.strip("⬆️ ")]
+    telling = [line for line in lines if "supported" in line.lower()]
+    reason = telling[0] if telling else lines[0] if lines else type(chain[-1]).__name__
+    op = next((m.group(1) for m in map(_ATEN_OP.search, texts) if m), None)
+    if op and op.split(".")[-1] not in reason:
+        reason = f"{op}: {reason}"
+    return reason if len(reason) <= limit else reason[:limit - 3] + "..."
+
+
 def export_onnx(model: SRModel | str | Path | None, output: str | Path, fp16: bool = False, opset: int | None = None,
                 noise_input: bool = False) -> Path:
     """Write `model` (a model or run folder, None for the shipped default, or an SRModel) as one ONNX graph at
@@ -242,8 +273,7 @@ def export_onnx(model: SRModel | str | Path | None, output: str | Path, fp16: bo
             program = torch.onnx.export(exported, (), input_names=list(inputs), output_names=[OUTPUT],
                                         opset_version=opset, verbose=False)
     except Exception as e:  # the exporters raise many kinds, with pages of text: one line, naming the model
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RuntimeError(f"{where}: cannot export to ONNX ({first})") from None
+        raise RuntimeError(f"{where}: cannot export to ONNX ({export_failure(e)})") from None
     finally:
         for logger, level in zip(quiet, levels):
             logger.setLevel(level)
@@ -323,7 +353,7 @@ class OnnxUpscaler(ImageUpscaler):
             raise ValueError(f"{self.name} runs {self.steps} step(s), fixed at export; not {steps}")
         lq = lq.detach().float().cpu()
         out = [self._run(lq[i:i + max(1, batch_size)], seed) for i in range(0, lq.shape[0], max(1, batch_size))]
-        return apply_color_fix(torch.cat(out), lq, self.scale, color_fix)
+        return finish_output(torch.cat(out), lq, self.scale, color_fix)
 
     def _run(self, lq: torch.Tensor, seed: int | None) -> torch.Tensor:
         feed = {IMAGE: lq.contiguous().numpy()}
@@ -332,8 +362,8 @@ class OnnxUpscaler(ImageUpscaler):
         if NOISE in self.inputs:  # as `Upscaler._noise`: per image from the seed alone
             s, f = self.scale, self.factor
             feed[NOISE] = seeded_noise((n, int(self.meta["latent_channels"]), hp * s // f, wp * s // f), seed).numpy()
-        if LQ_NOISE in self.inputs:  # as `encode_condition` draws it with the upscaler's seeded generator
-            generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        if LQ_NOISE in self.inputs:  # as `encode_condition` draws it with the upscaler's generator (`step_seed`)
+            generator = torch.Generator().manual_seed(step_seed(seed)) if seed is not None else None
             feed[LQ_NOISE] = torch.randn((n, int(self.meta["noise_channels"]), hp, wp), generator=generator).numpy()
         try:
             return torch.from_numpy(self.session.run([OUTPUT], feed)[0])

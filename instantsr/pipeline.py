@@ -96,12 +96,32 @@ def check_lr_batch(lq: torch.Tensor, color_fix: str = "none") -> None:
                          f"accepted is {MIN_SIDE} px")
 
 
-def apply_color_fix(sr: torch.Tensor, lq: torch.Tensor, scale: int, color_fix: str) -> torch.Tensor:
-    """SR with the colours of the bicubic-upscaled LR (`color_fix` wavelet or adain); unchanged for none."""
-    if color_fix == "none":
-        return sr
-    ref = bicubic_upsample(lq.to(sr.device, torch.float32), scale).clamp(0, 1)
-    return (wavelet_color_fix if color_fix == "wavelet" else adain_color_fix)(sr, ref)
+def finish_output(sr: torch.Tensor, lq: torch.Tensor, scale: int, color_fix: str) -> torch.Tensor:
+    """The last touches of every upscaler: the colour fix (`color_fix` wavelet or adain: SR with the colours of
+    the bicubic-upscaled LR; none: as it is), then grey in, grey out: an LR image whose three channels are equal
+    gives an SR image whose channels are equal (their mean). A one-step model sees no rule that grey stays grey;
+    each colour's latent channels err on their own and paint false colour on a black-and-white photo."""
+    if color_fix != "none":
+        ref = bicubic_upsample(lq.to(sr.device, torch.float32), scale).clamp(0, 1)
+        sr = (wavelet_color_fix if color_fix == "wavelet" else adain_color_fix)(sr, ref)
+    grey = (lq[:, :1] == lq[:, 1:]).flatten(1).all(1).to(sr.device)
+    if grey.any():
+        sr = torch.where(grey[:, None, None, None], sr.mean(1, keepdim=True).expand_as(sr), sr)
+    return sr
+
+
+# The tag of the upscaler's torch.Generator stream (see `step_seed`): "step"
+STEP_STREAM = 0x73746570
+
+
+def step_seed(seed: int) -> int:
+    """The seed of the upscaler's torch.Generator, which draws encode_condition's LQ noise channels and then
+    each ancestral step's noise: a stream of its own derived from `seed`. x_T's noise (`seeded_noise`) is drawn
+    from `seed` itself; were both seeded alike, the first step's draw would repeat x_T's noise bit for bit (too
+    much noise after step one: 2.39 instead of 1.82 for ResShift's first step, issue 32)."""
+    from .train import seed_of
+
+    return seed_of(seed % 2**64, STEP_STREAM)
 
 
 def seeded_noise(shape: Sequence[int], seed: int | None) -> torch.Tensor:
@@ -205,7 +225,7 @@ class Upscaler(ImageUpscaler):
         kwargs = dict(steps=steps, seed=seed, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
                       sampler=sampler, progress=progress)
         sr = torch.cat([self._restore(lq[i:i + chunk], **kwargs) for i in range(0, lq.shape[0], chunk)])
-        return apply_color_fix(sr, lq, self.scale, color_fix)
+        return finish_output(sr, lq, self.scale, color_fix)
 
     # ---- internals ----------------------------------------------------------------------------------------
     def _restore(self, lq, steps, seed, tile, tile_overlap, batch_size, sampler, progress) -> torch.Tensor:
@@ -214,7 +234,7 @@ class Upscaler(ImageUpscaler):
         h, w = lq.shape[-2:]
         lq = pad_to_multiple(lq.to(device, torch.float32), model.multiple)
         f = model.codec.scale_factor
-        generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
+        generator = torch.Generator(device).manual_seed(step_seed(seed)) if seed is not None else None
 
         def encode(up):  # bicubic in fp32 (not every device has it in half precision), the codec in `dtype`
             return self._codec(model.codec.encode, up.to(dtype), (up.shape[-2] // f, up.shape[-1] // f), tile)

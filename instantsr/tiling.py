@@ -16,17 +16,25 @@ import torch
 from torch.nn import functional as F
 
 def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
-    """[start, end) of equal tiles covering [0, length), evenly spaced, starts on multiples of `align`."""
+    """[start, end) of equal tiles covering [0, length), evenly spaced, starts on multiples of `align`; neighbours
+    overlap by at least `overlap` rounded up to a multiple of `align`.
+
+    The tile is `tile` rounded down to a multiple of `align` (at least `align`). When that leaves no room for the
+    overlap (tile <= overlap), the tile grows to twice the overlap: the smallest tile whose neighbours overlap by
+    `overlap` with no third tile reaching into the overlap."""
     if length % align:
         raise ValueError(f"length {length} is not a multiple of {align}")
-    tile = max(align, tile // align * align)
-    if length <= tile:
+    # in units of `align`
+    units, size = length // align, max(1, tile // align)
+    lap = -(-max(overlap, 0) // align)
+    if size <= lap:
+        size = 2 * lap
+    if units <= size:
         return [(0, length)]
-    overlap = min(max(overlap, 0), tile // 2)
-    n = math.ceil((length - tile) / (tile - overlap)) + 1
-    step = (length - tile) / (n - 1)
-    starts = sorted({round(k * step / align) * align for k in range(n)})
-    return [(s, s + tile) for s in starts]
+    n = -(-(units - size) // (size - lap)) + 1  # the fewest tiles whose steps are all <= size - lap
+    step = Fraction(units - size, n - 1)  # >= 1, so rounded starts are distinct and steps stay <= size - lap
+    starts = [math.floor(k * step + Fraction(1, 2)) * align for k in range(n)]
+    return [(s, s + size * align) for s in starts]
 
 
 def _ramp(n: int) -> torch.Tensor:
@@ -36,7 +44,9 @@ def _ramp(n: int) -> torch.Tensor:
 
 
 def span_windows(spans: Sequence[tuple[int, int]], scale: int = 1) -> list[torch.Tensor]:
-    """1-D Tukey windows of the tiles at `scale`x resolution: ramps exactly over the overlaps, flat elsewhere."""
+    """1-D windows of the tiles at `scale`x resolution that sum to 1 everywhere: Tukey windows (ramps exactly over
+    the overlaps, flat elsewhere), divided by their sum where three tiles overlap (the ramps of two neighbours
+    are complementary on their own)."""
     windows = []
     for k, (start, end) in enumerate(spans):
         w = torch.ones((end - start) * scale, dtype=torch.float64)
@@ -46,8 +56,11 @@ def span_windows(spans: Sequence[tuple[int, int]], scale: int = 1) -> list[torch
         if k + 1 < len(spans) and spans[k + 1][0] < end:
             n = min((end - spans[k + 1][0]) * scale, len(w))
             w[len(w) - n:] *= _ramp(n).flip(0)
-        windows.append(w.float())
-    return windows
+        windows.append(w)
+    total = torch.zeros(max(end for _, end in spans) * scale, dtype=torch.float64)
+    for (start, end), w in zip(spans, windows):
+        total[start * scale:end * scale] += w
+    return [(w / total[start * scale:end * scale]).float() for (start, end), w in zip(spans, windows)]
 
 
 def _as_int(x: Fraction, what: str) -> int:

@@ -49,6 +49,25 @@ def comparison_strip(rows: list[tuple[torch.Tensor, ...]], labels: list[str], pa
     save_image(arr, path)
 
 
+def pick_crops(lr: torch.Tensor, crop: int) -> dict[str, tuple[int, int]]:
+    """Where to look in an LR image (3 x h x w in [0, 1]): the top-left (y, x) of a `crop`-px window that is
+    the most detailed (highest mean gradient energy) and of one that is the flattest (lowest std) among those of
+    mid brightness, not black or blown out: flat areas are where a grid or a colour cast shows first."""
+    c = min(crop, *lr.shape[-2:])
+    grey = lr.float().mean(0, keepdim=True)[None]
+    gy, gx = grey.diff(dim=-2)[..., :, :-1], grey.diff(dim=-1)[..., :-1, :]
+    energy = F.avg_pool2d(gy**2 + gx**2, c - 1, 1)[0, 0]
+    mean = F.avg_pool2d(grey, c, 1)[0, 0]
+    std = (F.avg_pool2d(grey**2, c, 1)[0, 0] - mean**2).clamp_min(0).sqrt()
+    std = torch.where((mean > 0.2) & (mean < 0.9), std, std.max() + 1)
+
+    def where(score):
+        i = int(score.flatten().argmax())
+        return divmod(i, score.shape[-1])
+
+    return {"detailed": where(energy), "flat": where(-std)}
+
+
 def plot_perception_distortion(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -154,17 +173,20 @@ def plot_scaling(rows: list[dict], settings: Sequence["Setting"], path: Path) ->
     plt.close(fig)
 
 
-def crops_strip(lr_files: Sequence[Path], hr_dir: Path, sr_dirs: dict[str, Path], path: Path, crop: int,
+def crops_strip(lr_files: Sequence[Path], hr_dir: Path | None, sr_dirs: dict[str, Path], path: Path, crop: int,
                 scale: int) -> None:
-    """LR | bicubic | each candidate | HR, a central crop of `crop` LR pixels of each image, labelled."""
-    hr_files = {p.stem: p for p in list_images(hr_dir)}
+    """LR | bicubic | each candidate | HR, a central crop of `crop` LR pixels of each image, labelled; without
+    `hr_dir` (an LR-only set) no HR column, and bicubic at `scale` x the LR size."""
+    hr_files = {p.stem: p for p in list_images(hr_dir)} if hr_dir is not None else {}
     rows = []
     for f in lr_files:
-        lr, hr = read_image(f).rgb, read_image(hr_files[f.stem]).rgb
+        lr = read_image(f).rgb
+        hr = read_image(hr_files[f.stem]).rgb if hr_dir is not None else None
         c = min(crop, *lr.shape[-2:])
         y, x = (lr.shape[-2] - c) // 2, (lr.shape[-1] - c) // 2
         big = (slice(y * scale, (y + c) * scale), slice(x * scale, (x + c) * scale))
-        panels = [lr[:, y:y + c, x:x + c], bicubic_baseline(lr, tuple(hr.shape[-2:]))[:, big[0], big[1]]]
+        size = tuple(hr.shape[-2:]) if hr is not None else (lr.shape[-2] * scale, lr.shape[-1] * scale)
+        panels = [lr[:, y:y + c, x:x + c], bicubic_baseline(lr, size)[:, big[0], big[1]]]
         panels += [read_image(d / f"{f.stem}.png").rgb[:, big[0], big[1]] for d in sr_dirs.values()]
-        rows.append(tuple(panels + [hr[:, big[0], big[1]]]))
-    comparison_strip(rows, ["LR", "bicubic", *sr_dirs, "HR"], path)
+        rows.append(tuple(panels + ([hr[:, big[0], big[1]]] if hr is not None else [])))
+    comparison_strip(rows, ["LR", "bicubic", *sr_dirs] + (["HR"] if hr_dir is not None else []), path)

@@ -3,10 +3,12 @@ exit code, nothing half-written; and one progress display, without carriage retu
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -138,6 +140,38 @@ def test_unwritable_output_folder_is_found_first(lr_dir, tmp_path, monkeypatch, 
     assert "afile: is a file, not a folder" in one_line(capsys)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_output_under_proc_is_named_unwritable(lr_dir, tmp_path, capsys):
+    # /proc's permission bits let root write, its file system does not: found by trying, named as unwritable
+    assert run(["upscale", "-i", str(lr_dir), "-o", "/proc/instantsr-out", *no_model(tmp_path)]) == 2
+    err = one_line(capsys)
+    assert "/proc/instantsr-out: cannot be created: /proc is not writable; give -o a folder" in err
+    assert "No such file" not in err
+
+
+def test_folder_refusing_files_is_found_by_trying(lr_dir, tmp_path, monkeypatch, capsys):
+    refusing = tmp_path / "mounted_read_only"  # writable bits, a file system that says no (EROFS)
+    refusing.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == refusing:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    assert run(["upscale", "-i", str(lr_dir), "-o", str(refusing), *no_model(tmp_path)]) == 2
+    assert f"{refusing}: is not writable; give -o a folder" in one_line(capsys)
+    assert run(["upscale", "-i", str(lr_dir), "-o", str(refusing / "new"), *no_model(tmp_path)]) == 2
+    assert f"{refusing / 'new'}: cannot be created: {refusing} is not writable" in one_line(capsys)
+    assert list(refusing.iterdir()) == []
+    monkeypatch.undo()
+    out = tmp_path / "fine" / "out"  # the trial leaves nothing behind: no file, no folder
+    assert run(["upscale", "-i", str(lr_dir), "-o", str(out), *no_model(tmp_path)]) == 2  # no model: after the check
+    assert "not an instantsr model folder" in one_line(capsys)
+    assert not (tmp_path / "fine").exists()
+
+
 # ---- 6: weights holding NaN -------------------------------------------------------------------------------
 def test_model_with_nan_weights_is_refused(model_dir, lr_dir, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
@@ -184,6 +218,14 @@ def test_gifs_are_upscaled_and_animations_said(model_dir, tmp_path, capsys):
     assert read_image(tmp_path / "out" / "moving.png").size == (48, 64)
     notes = [line for line in capsys.readouterr().err.splitlines() if "animated" in line]
     assert notes == [f"{tmp_path / 'in' / 'moving.gif'}: animated (3 frames); only the first frame is upscaled"]
+
+
+def test_empty_file_is_said_to_be_empty(model_dir, lr_dir, tmp_path, capsys):
+    (lr_dir / "empty.png").write_bytes(b"")
+    assert run(["upscale", "-i", str(lr_dir), "-o", str(tmp_path / "out"), "-m", str(model_dir)]) == 1
+    captured = capsys.readouterr()
+    assert f"failed: {lr_dir / 'empty.png'}: empty file (0 bytes)" in captured.err.splitlines()
+    assert "3 upscaled, 0 skipped (exist), 1 failed" in captured.out
 
 
 # ---- 8: a missing input before the heavy imports ----------------------------------------------------------
@@ -240,3 +282,56 @@ def test_progress_on_a_terminal_is_one_bar(model_dir, tmp_path, monkeypatch, cap
     assert run(["upscale", "-i", str(tmp_path / "in"), *base]) == 0
     err = capsys.readouterr().err
     assert "upscaling" in err and "img" in err and "tile" not in err  # several: the images are the bar
+
+
+def test_one_untiled_image_on_a_terminal_spins_and_says_where_it_went(model_dir, tmp_path, monkeypatch, capsys):
+    src, out = tmp_path / "in" / "one.png", tmp_path / "out"
+    save_image(smooth_image(12, 16, 0), src)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert run(["upscale", "-i", str(src), "-o", str(out), "-m", str(model_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "loading the model" in err and "one.png: upscaling" in err  # the spinner's lines (redrawn with \r)
+    assert err.endswith(f"\r{src} -> {out / 'one.png'}\n")  # after the spinner cleared its line
+    assert run(["upscale", "-i", str(src), "-o", str(out), "-m", str(model_dir)]) == 0  # exists: skipped
+    captured = capsys.readouterr()
+    assert "->" not in captured.err and "upscaling" not in captured.err
+    assert "0 upscaled, 1 skipped (exist), 0 failed" in captured.out
+
+
+def test_several_images_on_a_terminal_say_where_each_went(model_dir, lr_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    save_image(smooth_image(8, 12, 0), out / "b.png")  # there already: skipped, and not listed
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert run(["upscale", "-i", str(lr_dir), "-o", str(out), "-m", str(model_dir)]) == 0
+    lines = capsys.readouterr().err.split("\n")
+    assert [line for line in lines if "->" in line] == [f"{lr_dir / n} -> {out / n}" for n in ("a.png", "c.png")]
+
+
+# ---- 12: --steps, --sampler and --tile checked once, before the first image ---------------------------------
+@pytest.mark.parametrize("option, says", [
+    (["--steps", "3"], "sinsr model: 3 steps is not possible (a distilled model runs at its own step count: "
+                       "--steps 1)"),
+    (["--sampler", "ddim"], "sinsr model: no sampler 'ddim'; a resshift model samples with deterministic"),
+])
+def test_model_options_are_checked_once_before_the_first_image(option, says, model_dir, lr_dir, tmp_path, capsys):
+    assert run(["upscale", "-i", str(lr_dir), "-o", str(tmp_path / "out"), "-m", str(model_dir), *option]) == 2
+    assert says in one_line(capsys)  # one line and exit 2, not a failure per image
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option, says", [
+    (["--tile", "-5"], "--tile -5: give a tile size in LR pixels, or 0 for no tiling"),
+    (["--steps", "0"], "--steps 0: give 1 or more (default: the model's own)"),
+])
+def test_impossible_counts_are_refused_before_the_model_loads(option, says, lr_dir, tmp_path, capsys):
+    assert run(["upscale", "-i", str(lr_dir), "-o", str(tmp_path / "out"), *no_model(tmp_path), *option]) == 2
+    assert one_line(capsys) == f"instantsr: error: {says}"
+
+
+def test_tile_0_is_no_tiling(model_dir, tmp_path):
+    save_image(smooth_image(24, 24, 0), tmp_path / "in" / "big.png")
+    for name, tile in (("untiled", []), ("tile0", ["--tile", "0"]), ("tiled", ["--tile", "8"])):
+        argv = ["upscale", "-i", str(tmp_path / "in"), "-o", str(tmp_path / name), "-m", str(model_dir), *tile]
+        assert run(argv) == 0
+    pixels = {name: read_image(tmp_path / name / "big.png").rgb for name in ("untiled", "tile0", "tiled")}
+    assert torch.equal(pixels["tile0"], pixels["untiled"])

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
 
-from instantsr.cli import build_parser, main
+from instantsr.cli import COMMANDS, build_parser, main
 from instantsr.degrade import imresize, quantize
 from instantsr.io import read_image, save_image
 
@@ -20,12 +23,53 @@ def subcommands():
     return list(build_parser()._subparsers._group_actions[0].choices)
 
 
-@pytest.mark.parametrize("command", ["eval", "degrade", "weights", "train"])
+@pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_subcommand_has_help(command, capsys):
     assert command in subcommands()
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0 and "usage: instantsr " + command in capsys.readouterr().out
+
+
+def test_every_command_is_one_row_and_one_module():
+    assert subcommands() == list(COMMANDS)
+    for name, command in COMMANDS.items():
+        module = command.load()
+        assert module.__name__ == f"instantsr.cli.{command.module}" and callable(module.run), name
+        assert module.add_parser.__code__.co_varnames[:3] == ("sub", "name", "help"), name
+
+
+def run_python(code: str) -> str:
+    env = {**os.environ, "COLUMNS": "200"}  # help lines unwrapped
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+
+
+def test_help_lists_every_command_from_the_table_alone():
+    out = run_python("import sys\nfrom instantsr.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+                     "    pass\nprint(sorted(m for m in sys.modules if m.startswith('instantsr.cli.')))")
+    for name, command in COMMANDS.items():
+        assert any(line.split() == [name, *command.help.split()] for line in out.splitlines()), name
+    assert out.splitlines()[-1] == "[]"  # no command module imported for the list
+
+
+def test_a_command_imports_its_own_module_only():
+    out = run_python("import sys\nfrom instantsr.cli import main\ntry:\n    main(['degrade', '--help'])\n"
+                     "except SystemExit:\n    pass\n"
+                     "print(sorted(m for m in sys.modules if m.startswith('instantsr.cli.')))")
+    assert "usage: instantsr degrade" in out
+    assert out.splitlines()[-1] == "['instantsr.cli.degrade']"
+
+
+def test_old_names_still_import():
+    from instantsr.cli import apply_overrides, check_writable, launched_world_size, run_command  # noqa: F401
+
+    with pytest.raises(ImportError):
+        from instantsr.cli import no_such_name  # noqa: F401
+
+
+def test_pytest_prints_skip_reasons():
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "-rs" in pyproject["tool"]["pytest"]["ini_options"]["addopts"].split()
 
 
 def test_help_is_instant_and_imports_nothing_heavy():

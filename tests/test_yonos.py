@@ -3,7 +3,6 @@ the target is the frozen teacher's x0_hat on the less degraded LR, and the loss 
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -98,58 +97,6 @@ def test_train_yonos_x4_from_x2_through_the_cli(teacher_x2, hr_folder, tmp_path)
     assert len(losses(run)) == 4
     index = json.loads((run / "model" / "model_index.json").read_text())
     assert (index["method"], index["family"], index["scale"], index["steps"]) == ("yonos", "vp", 4, 1)
-
-
-# ---- decoder fine-tuning --------------------------------------------------------------------------------
-class MeanAbs(torch.nn.Module):
-    """An LPIPS stand-in (no weights needed): mean absolute difference per image."""
-
-    def forward(self, a, b):
-        return (a - b).abs().flatten(1).mean(1)
-
-
-@pytest.fixture
-def kl_yonos(tmp_path):
-    """A tiny x4 yonos model on a tiny KL-f4 codec, as a finished one-step model."""
-    from instantsr.methods.autoencoder import AutoencoderConfig, build_autoencoder
-
-    torch.manual_seed(0)
-    build_autoencoder(AutoencoderConfig(width="tiny", down=4, latent_channels=3)).save_pretrained(tmp_path / "ae")
-    folder = tmp_path / "yonos_kl"
-    YonosRecipe(YonosConfig(unet="tiny", scale=4, codec=str(tmp_path / "ae"))).sr_model().save_pretrained(folder)
-    return folder
-
-
-@pytest.mark.parametrize("gan_weight", [0.0, 0.1])
-def test_decoder_fine_tuning_changes_only_the_decoder(kl_yonos, hr_folder, tmp_path, gan_weight):
-    from instantsr.methods.yonos import YonosDecoderConfig, YonosDecoderRecipe
-    from instantsr.model import SRModel
-    from instantsr.train import Trainer
-
-    config = YonosDecoderConfig(model=str(kl_yonos), gan_weight=gan_weight, disc_channels=8)
-    recipe = YonosDecoderRecipe(config, lpips=MeanAbs())
-    disc_before = copy.deepcopy(recipe.discriminator)
-    run = tmp_path / "dec"
-    Trainer(recipe, tiny_train_config(hr_folder, steps=3, lr=1e-2, ema_decay=0.0), run, "yonos-decoder").run()
-    assert len(losses(run)) == 3
-    header = (run / "log.csv").read_text().splitlines()[0].split(",")
-    assert ("gan" in header and "disc" in header) == bool(gan_weight)
-    if gan_weight:  # the discriminator trains alongside (and stays out of the exported model)
-        assert any(not torch.equal(a, b) for a, b in zip(disc_before.state_dict().values(),
-                                                        recipe.discriminator.state_dict().values()))
-    before, after = SRModel.from_pretrained(kl_yonos), SRModel.from_pretrained(run / "model")
-    old, new = before.state_dict(), after.state_dict()
-    assert old.keys() == new.keys()
-    changed = {k for k in old if not torch.equal(old[k], new[k])}
-    assert changed and all(k.startswith("codec.vae.decoder.") for k in changed), sorted(changed)[:3]
-    assert json.loads((run / "model" / "model_index.json").read_text())["steps"] == 1
-
-
-def test_decoder_fine_tuning_needs_a_codec_with_a_decoder(teacher_x2):
-    from instantsr.methods.yonos import YonosDecoderConfig, YonosDecoderRecipe
-
-    with pytest.raises(ValueError, match="needs a yonos model whose codec has a decoder"):
-        YonosDecoderRecipe(YonosDecoderConfig(model=str(teacher_x2)), lpips=MeanAbs())
 
 
 # ---- the Stable Diffusion path: a tiny random SD-layout folder ------------------------------------------

@@ -41,10 +41,10 @@ def _yonos():
     return YonosConfig, YonosRecipe
 
 
-def _yonos_decoder():
-    from .yonos import YonosDecoderConfig, YonosDecoderRecipe
+def _decoder():
+    from .decoder import DecoderConfig, DecoderRecipe
 
-    return YonosDecoderConfig, YonosDecoderRecipe
+    return DecoderConfig, DecoderRecipe
 
 
 def _dfosd():
@@ -65,8 +65,9 @@ METHODS: dict[str, Method] = {
     "rsd": Method(_rsd, "a one-step RSD student of a ResShift teacher", teacher=True),
     "yonos": Method(_yonos, "a YONOS-SR VP latent model (v-prediction, DDIM) at --scale; with --teacher (one at "
                             "half the scale) by scale distillation"),
-    "yonos-decoder": Method(_yonos_decoder, "fine-tune a one-step yonos model's decoder on its frozen UNet's "
-                                            "latents (L1 + LPIPS; --model RUN)"),
+    "decoder": Method(_decoder, "fine-tune (or, on a pixel-unshuffle codec, add) a one-step model's decoder on its "
+                                "frozen network's latents (L1 + LPIPS; --model RUN)"),
+    "yonos-decoder": Method(_decoder, "the decoder method under its YONOS-SR name (configs of earlier runs)"),
     "dfosd": Method(_dfosd, "a DFOSD one-step generator: LoRA on a VP prior (--prior DIR), noise-aware "
                             "discriminator, MSE + EA-DISTS; no teacher"),
     "autoencoder": Method(_autoencoder, "a KL latent codec (for a model's `codec`)"),

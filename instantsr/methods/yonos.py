@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..diffusion.vp import VPDenoiser, VPLoss, VPSchedule
-from ..losses import discriminator_loss, judged_generator_loss
 from ..model import SRModel, encode_condition
-from ..nets.discriminators import PatchDiscriminator
 from ..nets.unet import ConditionalUNet
 from .resshift import build_codec, load_init
 
@@ -139,99 +136,3 @@ def load_teacher(config: YonosConfig) -> SRModel:
         raise ValueError(f"{config.teacher}: upscales x{teacher.scale}; a x{config.scale} student needs a "
                          f"x{config.scale // 2} teacher (x2 -> x4 -> x8)")
     return teacher
-
-
-# ---- decoder fine-tuning (YONOS-SR §3.3) ------------------------------------------------------------------
-@dataclass
-class YonosDecoderConfig:
-    model: str = ""  # the one-step model to finish: a yonos model (or run) folder with a KL codec
-    steps: int = 1  # DDIM steps of the frozen UNet that make the latents the decoder learns to decode
-    lpips_weight: float = 1.0  # L1 + lpips_weight LPIPS(decoded, HR), the autoencoder's loss
-    lpips_net: str = "vgg"  # LPIPS backbone: vgg | alex
-    gan_weight: float = 0.0  # PatchGAN generator-loss weight (the paper's optional GAN term); 0 = no discriminator
-    gan_start: int = 0  # step from which the GAN terms are on (a decoder that already decodes well needs no wait)
-    gan_loss: str = "hinge"  # hinge (LDM) | nonsaturating
-    disc_channels: int = 64  # PatchGAN base width (pix2pix / LDM: 64)
-    disc_layers: int = 3  # PatchGAN stride-2 layers (3: 70x70 patches)
-
-    def __post_init__(self):
-        if self.gan_loss not in ("hinge", "nonsaturating"):
-            raise ValueError(f"yonos-decoder gan_loss = {self.gan_loss!r}: choose hinge or nonsaturating")
-
-
-class YonosDecoderRecipe:
-    """Freezes a YONOS-SR model's UNet and encoder, runs its DDIM step(s) from z_T ~ N(0, I) on each LR crop,
-    and fine-tunes the decoder so that the decoded one-step latent matches the HR crop (L1 + LPIPS). The exported
-    model is the same model with the tuned decoder. With `gan_weight` a PatchGAN (the autoencoder's) judges the
-    decoded images against the HR crops and adds its generator loss, the paper's optional term."""
-
-    ema_network = "decoder"
-
-    def __init__(self, config: YonosDecoderConfig, lpips: nn.Module | None = None):
-        from ..codecs import KLCodec
-
-        if not config.model:
-            raise ValueError("yonos-decoder needs the model to fine-tune: --model RUN_DIR (a yonos run)")
-        self.method_config = config
-        self.model = SRModel.from_pretrained(config.model).eval()  # a model or run folder
-        if self.model.family != "vp" or not isinstance(self.model.codec, KLCodec):
-            raise ValueError(f"{config.model}: a {self.model.family} model with a "
-                             f"{type(self.model.codec).__name__}; decoder fine-tuning needs a yonos model whose "
-                             "codec has a decoder (a KLCodec: `codec = RUN/model` of `instantsr train autoencoder`)")
-        self.model.check_steps(config.steps)
-        self.model.requires_grad_(False)
-        self.decoder = self.model.codec.vae.decoder.requires_grad_(True).train()
-        self.lr_scales = (self.model.scale,)  # lr is then {scale: LR}, at the model's own scale whatever [train]
-        if lpips is None and config.lpips_weight:
-            from ..metrics import LPIPS
-
-            lpips = LPIPS(config.lpips_net)  # WeightsNotFoundError says to run `instantsr weights fetch`
-        self.lpips = lpips
-        self.discriminator = (PatchDiscriminator(config.disc_channels, config.disc_layers)
-                              if config.gan_weight else None)
-        self._train = self.networks()
-
-    def networks(self) -> dict:
-        nets = {"decoder": self.decoder}
-        if self.discriminator is not None:
-            nets["discriminator"] = self.discriminator
-        return nets
-
-    def bind(self, wrapped: dict) -> None:
-        self._train = wrapped
-
-    def training_step(self, hr: torch.Tensor, lr, ctx) -> dict:
-        model, cfg = self.model.to(hr.device), self.method_config
-        with torch.no_grad():  # the frozen one-step latent, as inference makes it
-            cond = model.condition(lr[model.scale])
-            noise = torch.randn(cond.y.shape, generator=ctx.generator, device=hr.device, dtype=cond.y.dtype)
-            z = model.sample(model.prior(cond, noise), cond, cfg.steps, generator=ctx.generator)
-            vae = model.codec.vae
-            z = vae.post_quant_conv(z / vae.config.scaling_factor)  # what AutoencoderKL.decode feeds its decoder
-        out = self._train["decoder"](z)
-        x = hr * 2 - 1
-        losses = {"l1": (out - x).abs().mean()}
-        if cfg.lpips_weight:
-            losses["lpips"] = cfg.lpips_weight * self.lpips.to(hr.device)(((out + 1) / 2).clamp(0, 1), hr).mean()
-        gan_on = self.discriminator is not None and ctx.step >= cfg.gan_start
-        if gan_on:
-            losses["gan"] = cfg.gan_weight * judged_generator_loss(self._train["discriminator"], out, cfg.gan_loss)
-        elif self.discriminator is not None:
-            losses["gan"] = torch.zeros((), device=hr.device)  # the same log columns before and after gan_start
-        loss = sum(losses.values())
-        ctx.update("decoder", loss)
-        logs = {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
-        if self.discriminator is not None:
-            disc_loss = torch.zeros((), device=hr.device)
-            if gan_on:
-                real, fake = self._train["discriminator"](torch.cat([x, out.detach()])).chunk(2)
-                disc_loss = discriminator_loss(real, fake, cfg.gan_loss)
-                ctx.update("discriminator", disc_loss)
-            logs["disc"] = disc_loss.detach()
-        return logs
-
-    def sr_model(self, decoder: nn.Module | None = None) -> SRModel:
-        """The model with the tuned decoder (the Trainer passes the decoder with EMA weights, and copies)."""
-        if decoder is not None:
-            self.model.codec.vae.decoder = decoder
-        return self.model

@@ -200,15 +200,18 @@ class WindowAttention(nn.Module):
         """``x``: ``(batch * nW) x N x C`` windows; ``mask``: ``nW x N x N`` additive mask or None."""
         bn, n, c = x.shape
         nh = self.num_heads
-        qkv = self.qkv(x).reshape(batch, bn // batch, n, 3, nh, c // nh).permute(3, 0, 1, 4, 2, 5)
-        q, k, v = qkv.unbind(0)  # B x nW x nH x N x hd
+        # 4-D, windows folded into the batch: (B * nW) x nH x N x hd, the last dim's stride 1. SDPA's fused CPU
+        # kernel takes only this (5-D q/k/v or a 3-D mask fall back to the math kernel), and so does the ONNX
+        # exporter (onnxscript: "only 4D query, key and value are supported").
+        q, k, v = self.qkv(x).reshape(bn, n, 3, nh, c // nh).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, nh).permute(2, 0, 1).to(q.dtype)  # nH x N x N
-        if mask is not None:
-            bias = bias.unsqueeze(0) + mask.to(q.dtype).unsqueeze(1)  # nW x nH x N x N
+        bias = bias.view(n, n, nh).permute(2, 0, 1).to(q.dtype).unsqueeze(0)  # 1 x nH x N x N
+        if mask is not None:  # nW x nH x N x N, repeated per image: windows are batch-major (window_partition)
+            bias = bias + mask.to(q.dtype).unsqueeze(1)
+            bias = bias.expand(batch, -1, -1, -1, -1).reshape(bn, nh, n, n)  # a view at batch 1
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                              dropout_p=self.attn_drop if self.training else 0.0)
-        out = out.permute(0, 1, 3, 2, 4).reshape(bn, n, c)
+        out = out.transpose(1, 2).reshape(bn, n, c)
         return self.proj_drop(self.proj(out))
 
 

@@ -83,7 +83,9 @@ class AttnBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         hn = self.norm(x)
-        q, k, v = (m(hn).reshape(b, 1, c, h * w).transpose(-1, -2) for m in (self.q, self.k, self.v))
+        # B x 1 head x L x C, contiguous: SDPA's fused CPU kernel needs the last dim's stride 1 and otherwise falls
+        # back to the math kernel, which materialises the L x L matrix (1 GiB at a 128 x 128 latent).
+        q, k, v = (m(hn).reshape(b, 1, c, h * w).transpose(-1, -2).contiguous() for m in (self.q, self.k, self.v))
         out = F.scaled_dot_product_attention(q, k, v)  # scale c^-0.5, as the original
         return x + self.proj_out(out.transpose(-1, -2).reshape(b, c, h, w))
 
@@ -208,8 +210,10 @@ class VectorQuantizer(nn.Module):
         flat = z.permute(0, 2, 3, 1).reshape(-1, c)
         e = self.embedding.weight.to(flat.dtype)
         e2 = (e ** 2).sum(1)
-        idx = [torch.argmin((x ** 2).sum(1, keepdim=True) + e2 - 2 * x @ e.t(), dim=1)
-               for x in flat.split(self.chunk)]
+        # torch.export (ONNX) would fix the number of chunks at the traced example's: one piece there
+        exporting = getattr(torch.compiler, "is_exporting", lambda: False)()  # torch >= 2.6 has it
+        pieces = (flat,) if exporting else flat.split(self.chunk)
+        idx = [torch.argmin((x ** 2).sum(1, keepdim=True) + e2 - 2 * x @ e.t(), dim=1) for x in pieces]
         return torch.cat(idx).view(b, h, w)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
