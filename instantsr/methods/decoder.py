@@ -38,8 +38,8 @@ class DecoderConfig:
     gan_loss: str = "hinge"  # hinge (LDM) | nonsaturating
     disc_channels: int = 64  # PatchGAN base width (pix2pix / LDM: 64)
     disc_layers: int = 3  # PatchGAN stride-2 layers (3: 70x70 patches)
-    decoder_channels: int = 16  # pixel-unshuffle codec: width of the decoder added to it (16: ~1.2x the CPU time
-    #                             of the default model at 128 -> 512; docs/decoder.md)
+    decoder_channels: int = 16  # pixel-unshuffle codec: width of the decoder added to it (16: at most 1.2x the
+    #                             CPU time of the model without it; docs/bench/decoder/speed)
     decoder_layers: int = 3  # its 3x3 convolutions (3: a 7x7 receptive field, more than one 4-px grid period)
 
     def __post_init__(self):
