@@ -143,7 +143,7 @@ class SRModel(nn.Module):
         sampler = sampler or self.sampler
         if sampler not in self.samplers:
             raise ValueError(f"{self.method} model: no sampler {sampler!r}; a {self.family} model samples with "
-                             f"{', '.join(self.samplers)} (--sampler {self.sampler} is its own)")
+                             f"{', '.join(self.samplers)}, not {sampler!r} (--sampler {self.sampler} is its own)")
         return sampler
 
     def num_passes(self, steps: int | None = None) -> int:
@@ -176,11 +176,8 @@ class SRModel(nn.Module):
                generator: torch.Generator | None = None, denoiser=None, progress: bool = False) -> torch.Tensor:
         """x0 from x = x_T in `steps` network passes; `denoiser` replaces the model's own (the pipeline passes a
         tiled one)."""
-        name = sampler or self.sampler
-        samplers = FAMILIES[self.family].samplers
-        if name not in samplers:
-            raise ValueError(f"unknown sampler {name!r} for a {self.family} model; choose from {', '.join(samplers)}")
-        return samplers[name](denoiser or self.denoiser, x, self.schedule, cond, steps=self.check_steps(steps),
+        name = self.check_sampler(sampler)
+        return FAMILIES[self.family].samplers[name](denoiser or self.denoiser, x, self.schedule, cond, steps=self.check_steps(steps),
                               generator=generator, progress=progress)
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:

@@ -213,10 +213,7 @@ class Upscaler(ImageUpscaler):
         if tile is not None and tile <= 0:
             tile = None
         self.model.check_steps(steps)
-        sampler = sampler or self.model.sampler
-        if sampler not in self.model.samplers:
-            raise ValueError(f"a {self.model.family} model samples with {', '.join(self.model.samplers)}, "
-                             f"not {sampler!r}")
+        sampler = self.model.check_sampler(sampler)
         tiled = tile is not None and max(lq.shape[-2:]) > tile
         # One image at a time when tiling (batch_size then counts tiles), and for samplers that draw noise at
         # every step with a seed (their per-step noise would otherwise depend on the batch).

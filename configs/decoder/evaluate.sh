@@ -31,8 +31,7 @@ val)
     scaled=(-m teacher=models/teacher)
     for s in 0.5 0.6 0.7; do
         python configs/dfosd/scale_adapter.py models/teacher models/dfosd/teacher_eadists_0.3 $s $RUNS/dfosd_s$s
-        python configs/decoder/with_decoder.py $RUNS/dfosd_s$s $RUNS/decg_dfosd/checkpoints/step_0000480 \
-            $RUNS/dfosd_s${s}_dec
+        python configs/decoder/checkpoints.py $RUNS/decg_dfosd $RUNS/dfosd_s${s}_dec --step 480 --onto $RUNS/dfosd_s$s
         scaled+=(-m dfosd@$s+dec@480=$RUNS/dfosd_s${s}_dec)
     done
     for set in val val_bicubic; do
