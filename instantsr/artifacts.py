@@ -54,7 +54,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bicubic_reference", "chroma", "color_shift", "grid_excess", "grid_strength", "rgb_to_cbcr"]
+__all__ = ["bicubic_reference", "chroma", "color_shift", "grid_excess", "grid_ratio_excess", "grid_strength",
+           "rgb_to_cbcr"]
 
 _EPS = 1e-12  # in [0, 1]^2 units, (0.00026 level)^2: it only matters where both powers are about 0
 
@@ -107,10 +108,11 @@ def _highpass_blocks(x: torch.Tensor, p: int, block: int) -> torch.Tensor | None
     return h[..., :ny * bh, :nx * bw].reshape(n, c, ny, bh, nx, bw)  # block (iy, ix) is [:, :, iy, :, ix, :]
 
 
-def _grid_terms(blocks: torch.Tensor, p: int, dtype: torch.dtype,
-                fixed_baseline: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def _grid_terms(blocks: torch.Tensor, p: int, dtype: torch.dtype, fixed_baseline: bool = False,
+                floor: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per block and channel (N, C, ny, nx): ``sqrt(e_p / b)`` and ``a^2``, the period-p power beyond the baseline
-    of periods p-1 and p+1 (see :func:`grid_strength`); `fixed_baseline`: no gradient through the baseline."""
+    of periods p-1 and p+1 (see :func:`grid_strength`); `fixed_baseline`: no gradient through the baseline;
+    `floor`: the ratio's baseline is at least this."""
     e, r2_p, n_p = {}, None, 0
     for q in (p - 1, p, p + 1):
         r2, nq = _phase_power(blocks, q, dtype)
@@ -120,7 +122,7 @@ def _grid_terms(blocks: torch.Tensor, p: int, dtype: torch.dtype,
     base = (e[p - 1] + e[p + 1]) / 2
     if fixed_baseline:
         base = base.detach()
-    return torch.sqrt((e[p] + _EPS) / (base + _EPS)), r2_p - base * (p * p - 1) / (p * p) / n_p
+    return torch.sqrt((e[p] + _EPS) / (base.clamp_min(floor) + _EPS)), r2_p - base * (p * p - 1) / (p * p) / n_p
 
 
 def grid_excess(x: torch.Tensor, period: int = 4, block: int = 32) -> torch.Tensor:
@@ -133,6 +135,20 @@ def grid_excess(x: torch.Tensor, period: int = 4, block: int = 32) -> torch.Tens
     if blocks is None:
         raise ValueError(f"grid_excess needs images of more than {2 * period} px a side")
     return _grid_terms(blocks, period, x.dtype, fixed_baseline=True)[1].clamp_min(0).mean(dim=(1, 2, 3))
+
+
+def grid_ratio_excess(x: torch.Tensor, period: int = 4, block: int = 32,
+                      floor: float = (0.3 / 255) ** 2) -> torch.Tensor:
+    """How far the per-block ratio of :func:`grid_strength` stands above 1, ``mean(relu(ratio - 1))`` over blocks and
+    channels: (N,), differentiable, for `x` in [0, 1]. Where :func:`grid_excess` weighs blocks by their power (so
+    textured ones dominate), this weighs every block alike, as the `grid` measure's median does: the loss for a
+    grid on flat areas. The baseline carries no gradient and is floored at `floor` (about the variance of 8-bit
+    rounding), so a nearly constant block neither divides by zero nor counts a grid that rounding would hide."""
+    blocks = _highpass_blocks(x, period, block)
+    if blocks is None:
+        raise ValueError(f"grid_ratio_excess needs images of more than {2 * period} px a side")
+    ratio = _grid_terms(blocks, period, x.dtype, fixed_baseline=True, floor=floor)[0]
+    return (ratio - 1).clamp_min(0).mean(dim=(1, 2, 3))
 
 
 def grid_strength(sr: torch.Tensor, period: int = 4, block: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -244,28 +244,29 @@ def markdown_report(rows: list[dict], settings: Sequence[Setting], metrics: Sequ
 
 
 def scaling_table(rows: list[dict], settings: Sequence[Setting], scale: int = 4) -> list[str]:
-    """Markdown lines: each model's time and peak memory per size, tiled and whole (sizes timed both ways)."""
-    sizes = sorted({s.size for s in settings if s.tile} & {s.size for s in settings if not s.tile and s.batch == 1})
+    """Markdown lines: each model's time and peak memory per size, at each tile and whole (the sizes timed whole
+    and tiled), back to back."""
+    whole = {s.size for s in settings if not s.tile and s.batch == 1}
+    sizes = sorted({s.size for s in settings if s.tile} & whole)
     if not sizes:
         return []
-    tile = next(s.tile for s in settings if s.tile)
-    lines = ["", f"Time and memory against size (one image; tiled: --tile {tile}; µs per output pixel):", "",
-             "| model | LR size | output MP | tiled s/img | tiled µs/px | tiled peak MiB | whole s/img | "
-             "whole peak MiB |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["", "Time and memory against size and tile (one image; µs per output pixel):", "",
+             "| model | LR size | output MP | tile | s/img | µs/px | peak MiB |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if not r.get("passes_per_img"):
             continue  # bicubic: no network, nothing to tile
         for size in sizes:
             mp = (size * scale) ** 2 / 1e6
-            cells = []
-            for key in (Setting(size, 1, tile).key, Setting(size, 1).key):
-                t, oom = r.get(f"s_img_{key}"), r.get(f"oom_{key}")
-                if oom:
-                    cells += ["out of memory"] + (["-"] if key.endswith(f"tile{tile}") else []) + ["-"]
-                    continue
-                cells += [_fmt(t, ".2f")] + ([_fmt(t / mp if t else None, ".3f")] if "tile" in key else [])
-                cells.append(_fmt(r.get(f"mem_mib_{key}"), ".0f"))
-            lines.append(f"| {r['name']} ({r['steps']}) | {size}x{size} | {mp:.3g} | " + " | ".join(cells) + " |")
+            for setting in sorted((s for s in settings if s.size == size and s.batch == 1),
+                                  key=lambda s: s.tile or 1 << 30):
+                key = setting.key
+                t = r.get(f"s_img_{key}")
+                if r.get(f"oom_{key}"):
+                    cells = ["out of memory", "-", "-"]
+                else:
+                    cells = [_fmt(t, ".2f"), _fmt(t / mp if t else None, ".3f"), _fmt(r.get(f"mem_mib_{key}"), ".0f")]
+                lines.append(f"| {r['name']} ({r['steps']}) | {size}x{size} | {mp:.3g} | {setting.tile or 'whole'} | "
+                             + " | ".join(cells) + " |")
     return lines
 
 
@@ -281,8 +282,8 @@ class BenchConfig:
     samplers: tuple[str, ...] = ()  # a teacher's samplers above one step; () = each model's own
     sizes: tuple[int, ...] = (64, 128, 256)
     batches: tuple[int, ...] | None = None  # None: (1, 64) on CUDA, (1, 8) on CPU
-    tile: int | None = 64
-    untiled: bool = False  # also time the sizes above `tile` whole, and report time and memory against pixels
+    tiles: tuple[int, ...] = (64,)  # sizes above a tile run tiled at it (each of them, back to back)
+    untiled: bool = False  # also time the sizes above a tile whole, and report time and memory against pixels
     tile_overlap: int = 16
     tile_batch: int = 4
     repeats: int = 3
@@ -346,7 +347,7 @@ def run_bench(cfg: BenchConfig) -> list[dict]:
     scale = scales.pop()
     cands[0] = bicubic_candidate(scale)
 
-    settings = speed_settings(cfg.sizes, batches, cfg.tile, cfg.untiled) if cfg.speed else []
+    settings = speed_settings(cfg.sizes, batches, cfg.tiles, cfg.untiled) if cfg.speed else []
     rows = [{"name": c.name, "steps": c.steps, "sampler": c.sampler, "params": c.params, "source": c.source,
              "passes_per_img": c.passes if c.passes is not None else count_passes(c, device, min(cfg.sizes))}
             for c in cands]

@@ -19,6 +19,9 @@ from .model import SRModel
 from .nets.swin_unet import load_official
 
 # The released checkpoints' settings (configs/realsr_swinunet_realesrgan256.yaml and configs/SinSR.yaml):
+# The official inference (ResShift's and SinSR's inference.py, --chop_size 512) splits an LR image larger than
+# 512 px into 512-px chops every 448 px and averages their outputs: recorded in the folder, the Upscaler does too.
+OFFICIAL_CHOP = {"size": 512, "stride": 448}
 # T=15, kappa 2, p 0.3, min_noise_level 0.04, etas_end 0.99, x4; LR images are reflect-padded to multiples of
 # 64 (ResShift: the UNet's lq_size, 64; SinSR: 64), as the official samplers' padding_offset / desired_min_size.
 OFFICIAL = {
@@ -51,7 +54,8 @@ def convert_official(unet: str | Path, autoencoder: str | Path, method: str, out
     sched = ResShiftSchedule(**{**OFFICIAL_SCHEDULE, "start_cap": cap, **(schedule or {})})
     model = SRModel(backbone, codec, sched, scale=scale, method=method, steps=min(steps, sched.T), sampler=sampler,
                     max_steps=min(max_steps, sched.T), sigma_data=None, lr_multiple=pad or backbone.config.lq_size,
-                    extra={"converted_from": {"unet": Path(unet).name, "autoencoder": Path(autoencoder).name}})
+                    extra={"converted_from": {"unet": Path(unet).name, "autoencoder": Path(autoencoder).name},
+                           "chop": dict(OFFICIAL_CHOP)})
     tmp = out.with_name(f".tmp_{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

@@ -4,6 +4,9 @@ Perceptual: :class:`instantsr.metrics.LPIPS` is itself the LPIPS loss (frozen, d
 inputs, one value per image); :class:`EADISTS` is DFOSD's edge-aware DISTS. Inputs are images in
 [0, 1], NCHW; convert from the models' [-1, 1] with ``(x + 1) / 2``.
 
+:class:`ChromaLoss`: the colour of an image after a low-pass, against its reference's (the colour cast that
+``instantsr eval --metrics color`` measures, as a training loss).
+
 Adversarial: :func:`discriminator_loss` and :func:`generator_loss` on discriminator logits
 (:mod:`instantsr.nets.discriminators`), hinge or non-saturating.
 """
@@ -14,9 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from instantsr.artifacts import rgb_to_cbcr
 from instantsr.metrics import DISTS, LPIPS
 
-__all__ = ["EADISTS", "LPIPS", "discriminator_loss", "generator_loss", "judged_generator_loss", "sobel_magnitude"]
+__all__ = ["ChromaLoss", "EADISTS", "LPIPS", "discriminator_loss", "generator_loss", "judged_generator_loss", "sobel_magnitude"]
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -46,6 +50,19 @@ class EADISTS(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         edges = self.dists(sobel_magnitude(a, self.eps), sobel_magnitude(b, self.eps))
         return self.dists(a, b) + edges
+
+
+class ChromaLoss(nn.Module):
+    """Mean |dCb| + |dCr| (BT.601 chroma) between two images average-pooled over `pool` px: a colour cast costs,
+    texture and sharpening do not (artifacts.color_shift, as a loss against HR). One value per image."""
+
+    def __init__(self, pool: int = 8):
+        super().__init__()
+        self.pool = pool  # kernel = stride of the low-pass; 2 x scale, as the colour measure pools
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        d = rgb_to_cbcr(F.avg_pool2d(a, self.pool)) - rgb_to_cbcr(F.avg_pool2d(b, self.pool))
+        return d.abs().sum(1).mean(dim=(1, 2))
 
 
 def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, kind: str, weight: float = 0.5) -> torch.Tensor:

@@ -6,7 +6,10 @@
   reflect-pads to the model's multiple, draws each image's noise from `seed` alone (the same image and seed give
   the same output in any batch), and with `tile` runs large images in tiles (`instantsr.tiling`): our UNets
   exactly, layer by layer; other backbones and non-exact codecs on blended tiles. Without `tile` nothing is
-  tiled, the codec included.
+  tiled, the codec included, except that a model folder may record chops (`"chop": {"size", "stride"}` in its
+  `extra`: the converted official ResShift / SinSR, 512 LR px every 448, as their inference splits big images),
+  which `tile=0` turns off. A backbone that is not exactly tileable that runs out of memory is retried in tiles
+  of half the size, down to `MIN_RETRY_TILE` LR px, with one line on stderr (ComfyUI's way).
 - `upscale_paths` is the file loop of `instantsr upscale`: atomic writes, existing outputs skipped, a failed
   file reported in one line, files shared between processes by rank. It takes any `ImageUpscaler` (the image
   kinds and the colour fix live there): `Upscaler`, or `instantsr.onnx_export.OnnxUpscaler` for a graph of
@@ -30,7 +33,7 @@ from .codecs import PixelUnshuffleCodec
 from .colorfix import adain_color_fix, wavelet_color_fix
 from .io import LoadedImage, loaded_from_array, read_image, save_image, to_loaded
 from .model import ModelFolderError, SRModel, bicubic_upsample, model_folder
-from .tiling import TiledDenoiser, blend_tiles, pad_to_multiple
+from .tiling import TiledDenoiser, blend_tiles, chop_starts, pad_to_multiple
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -49,6 +52,7 @@ __all__ = [
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 MIN_SIDE = 8  # smallest LR side accepted
+MIN_RETRY_TILE = 64  # LR px: out-of-memory retries halve the tile down to this, then give up
 COLOR_FIXES = ("none", "wavelet", "adain")
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -210,19 +214,80 @@ class Upscaler(ImageUpscaler):
                        batch_size: int = 4, sampler: str | None = None, progress: bool | str = False) -> torch.Tensor:
         """LR batch (N,3,h,w) in [0, 1] -> SR batch (N,3,h*scale,w*scale) in [0, 1], float32 on the model's device."""
         check_lr_batch(lq, color_fix)
+        chop = self.chop if tile is None else None  # tile 0: the whole image, not even the model's chops
         if tile is not None and tile <= 0:
             tile = None
         self.model.check_steps(steps)
         sampler = self.model.check_sampler(sampler)
-        tiled = tile is not None and max(lq.shape[-2:]) > tile
+        tiled = (tile is not None and max(lq.shape[-2:]) > tile) or (chop and max(lq.shape[-2:]) > chop[0])
         # One image at a time when tiling (batch_size then counts tiles), and for samplers that draw noise at
         # every step with a seed (their per-step noise would otherwise depend on the batch).
         stochastic = sampler == "stochastic" and self.model.num_passes(steps) > 1
         chunk = 1 if tiled or (stochastic and seed is not None) else max(1, batch_size)
-        kwargs = dict(steps=steps, seed=seed, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
+        kwargs = dict(steps=steps, seed=seed, tile_overlap=tile_overlap, batch_size=batch_size,
                       sampler=sampler, progress=progress)
-        sr = torch.cat([self._restore(lq[i:i + chunk], **kwargs) for i in range(0, lq.shape[0], chunk)])
+        sr = torch.cat([self._fitting(lq[i:i + chunk], chop, tile, **kwargs) for i in range(0, lq.shape[0], chunk)])
         return finish_output(sr, lq, self.scale, color_fix)
+
+    @property
+    def chop(self) -> tuple[int, int] | None:
+        """(size, stride) in LR px of the chops the model folder records (the official models'), or None."""
+        chop = self.model.extra.get("chop")
+        return (int(chop["size"]), int(chop["stride"])) if chop else None
+
+    @property
+    def exactly_tileable(self) -> bool:
+        """Our UNets tile layer by layer with the untiled result; other backbones tile by blending."""
+        return hasattr(self.model.backbone, "enable_tiling")
+
+    def _fitting(self, lq, chop, tile, **kwargs) -> torch.Tensor:
+        """_restore (in chops when asked), retried in tiles of half the size when a backbone that is not exactly
+        tileable runs out of memory (the whole image first, or the chop, or the tile asked for)."""
+        while True:
+            try:
+                if chop and max(lq.shape[-2:]) > chop[0]:
+                    return self._chopped(lq, chop, tile=tile, **kwargs)
+                return self._restore(lq, tile=tile, **kwargs)
+            except (RuntimeError, MemoryError) as e:
+                side = tile or (min(chop[0], max(lq.shape[-2:])) if chop else max(lq.shape[-2:]))
+                smaller = side // 2
+                if not is_out_of_memory(e) or self.exactly_tileable or smaller < MIN_RETRY_TILE:
+                    raise
+                where = f"tiles of {tile} LR px" if tile else f"chops of {chop[0]} LR px" if chop else "whole"
+            # past the except clause: the failed attempt's tensors went with its traceback
+            print(f"instantsr: out of memory ({where}); trying again in tiles of {smaller} LR px", file=sys.stderr)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            tile, chop = smaller, None
+
+    def _chopped(self, lq, chop, seed, progress, **kwargs) -> torch.Tensor:
+        """The official chopping: the LR image in chops of `size` px every `stride` (`tiling.chop_starts`), each
+        chop upscaled whole on its own (its own noise: seed + its index), the outputs averaged where they
+        overlap, uniformly, as the official ImageSpliterTh gathers them."""
+        size, stride = chop
+        h, w = lq.shape[-2:]
+        s = self.scale
+        out = torch.zeros(lq.shape[0], 3, h * s, w * s, device=self.device)
+        count = torch.zeros(1, 1, h * s, w * s, device=self.device)
+        places = list(itertools.product(chop_starts(h, size, stride), chop_starts(w, size, stride)))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(places), unit="chop", leave=False, file=sys.stderr,
+                       desc=progress if isinstance(progress, str) else "chops")
+        try:
+            for k, (y, x) in enumerate(places):
+                piece = self._restore(lq[..., y:y + size, x:x + size], seed=None if seed is None else seed + k,
+                                      progress=False, **kwargs)
+                out[..., y * s:y * s + piece.shape[-2], x * s:x * s + piece.shape[-1]] += piece
+                count[..., y * s:y * s + piece.shape[-2], x * s:x * s + piece.shape[-1]] += 1
+                if bar is not None:
+                    bar.update()
+        finally:
+            if bar is not None:
+                bar.close()
+        return out / count
 
     # ---- internals ----------------------------------------------------------------------------------------
     def _restore(self, lq, steps, seed, tile, tile_overlap, batch_size, sampler, progress) -> torch.Tensor:

@@ -37,6 +37,14 @@ def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tup
     return [(s, s + size * align) for s in starts]
 
 
+def chop_starts(length: int, size: int, stride: int) -> list[int]:
+    """Starts of the official ResShift / SinSR chops of one side (their `ImageSpliterTh.extract_starts`): every
+    `stride` px, the last ones moved back to end at `length`, duplicates dropped; [0] when it fits in one chop."""
+    if length <= size:
+        return [0]
+    return list(dict.fromkeys(min(s, length - size) for s in range(0, length, stride)))
+
+
 def _ramp(n: int) -> torch.Tensor:
     """Raised-cosine ramp up over n samples, strictly between 0 and 1; ramp + flipped ramp = 1."""
     i = torch.arange(n, dtype=torch.float64)

@@ -48,18 +48,19 @@ class Setting:
         return f"{self.size}→{self.size * scale} {tail}"
 
 
-def speed_settings(sizes: Sequence[int], batches: Sequence[int], tile: int | None,
+def speed_settings(sizes: Sequence[int], batches: Sequence[int], tiles: int | Sequence[int] | None,
                    untiled: bool = False) -> list[Setting]:
-    """Sizes above the tile run tiled (one image, tiles batched), and with `untiled` also whole (one image);
-    the others at every batch size."""
+    """Sizes above a tile run tiled at each such tile (one image, tiles batched), and with `untiled` also whole
+    (one image); sizes above no tile at every batch size."""
+    tiles = sorted(t for t in ((tiles,) if isinstance(tiles, int) else tiles or ()) if t)
     out = []
     for size in sizes:
-        if tile and size > tile:
-            out.append(Setting(size, 1, tile))
-            if untiled:
-                out.append(Setting(size, 1))
-        else:
+        smaller = [t for t in tiles if size > t]
+        out.extend(Setting(size, 1, t) for t in smaller)
+        if not smaller:
             out.extend(Setting(size, b) for b in batches)
+        elif untiled:
+            out.append(Setting(size, 1))
     return out
 
 

@@ -141,16 +141,18 @@ def plot_scaling(rows: list[dict], settings: Sequence["Setting"], path: Path) ->
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     one_image = [s for s in settings if s.batch == 1]
+    tiles = sorted({s.tile or 0 for s in one_image}, reverse=True)  # each tile, then whole (0)
+    styles = ["-", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1))]
     for i, r in enumerate(r for r in rows if r.get("passes_per_img")):
-        for tiled in (True, False):
-            mine = sorted((s for s in one_image if bool(s.tile) == tiled), key=lambda s: s.size)
-            label = f"{r['name']} ({r['steps']}), {'tiled' if tiled else 'whole'}"
+        for j, tile in enumerate(tiles):
+            mine = sorted((s for s in one_image if (s.tile or 0) == tile), key=lambda s: s.size)
+            label = f"{r['name']} ({r['steps']}), {f'tile {tile}' if tile else 'whole'}"
             for ax, key in ((ax_t, "s_img_"), (ax_m, "mem_mib_")):
                 pts = [(s.size ** 2, r[key + s.key]) for s in mine if r.get(key + s.key)]
                 if not pts:
                     continue
-                style = "-" if tiled else "--"
-                ax.plot(*zip(*pts), style, marker="o", color=colours[i % len(colours)], label=label)
+                style = styles[j % len(styles)] if tile else "--"
+                ax.plot(*zip(*pts), linestyle=style, marker="o", color=colours[i % len(colours)], label=label)
                 x0, y0 = pts[0]
                 ax.plot([x0, pts[-1][0]], [y0, y0 * pts[-1][0] / x0], ":", color=colours[i % len(colours)],
                         alpha=0.5)

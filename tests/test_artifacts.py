@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from instantsr.artifacts import bicubic_reference, chroma, color_shift, grid_excess, grid_strength, rgb_to_cbcr
+from instantsr.artifacts import (bicubic_reference, chroma, color_shift, grid_excess, grid_ratio_excess,
+                                 grid_strength, rgb_to_cbcr)
 from instantsr.cli import main
 from instantsr.degrade import quantize
 from instantsr.evaluate import bicubic_baseline, evaluate_folder
@@ -57,6 +58,27 @@ def test_grid_excess_as_a_loss_takes_out_the_grid_and_not_the_texture():
     assert float(levels) < 1.0
     detail = lambda im: (im - torch.nn.functional.avg_pool2d(im, 5, 1, 2)).abs().mean()  # noqa: E731
     assert float(detail(x.detach())) > 0.8 * float(detail(photo))
+
+
+def test_grid_ratio_excess_counts_flat_blocks_and_takes_their_grid_out():
+    """The ratio loss weighs a flat block's faint grid as much as a textured block's strong one (grid_excess, power
+    weighted, barely sees it), and a few gradient steps bring the measured median ratio down to about 1."""
+    g = torch.Generator().manual_seed(0)
+    flat = 0.5 + torch.randn(1, 3, 64, 128, generator=g) * 0.5 / 255  # a sky: half a level of noise
+    texture = torch.rand(1, 3, 64, 128, generator=g) * 0.5 + 0.25
+    grid = pattern(4, 1.0, 64, 128)  # one level
+    x = torch.cat([flat, texture], -1) + torch.cat([grid, grid], -1)
+    assert float(grid_ratio_excess(x)) > 10 * float(grid_ratio_excess(torch.cat([flat, texture], -1)))
+    ratio_before, _ = grid_strength(x)
+    assert float(ratio_before) > 1.4  # the median of 4 flat blocks (ratio about 3) and 4 textured ones (about 1)
+    x = x.clone().requires_grad_(True)
+    opt = torch.optim.SGD([x], lr=0.01)
+    for _ in range(50):
+        opt.zero_grad()
+        grid_ratio_excess(x).sum().backward()
+        opt.step()
+    ratio_after, _ = grid_strength(x.detach())
+    assert float(ratio_after) < 1.1, float(ratio_after)
 
 
 @needs_shared("data", "test", "realsr", "hr", "Canon_005_LR4.png")
@@ -157,6 +179,23 @@ def test_color_shift_and_chroma():
     red[:, 0] = 1
     assert float(chroma(red)[0]) == pytest.approx(255 * math.hypot(-0.168736, 0.5), rel=1e-6)
     assert torch.allclose(rgb_to_cbcr(torch.ones(1, 3, 2, 2)), torch.zeros(1, 2, 2, 2), atol=1e-6)
+
+
+def test_chroma_loss_costs_a_colour_cast_not_texture_or_grey():
+    from instantsr.losses import ChromaLoss
+
+    x = smooth_image(64, 64, 0)[None]
+    loss = ChromaLoss(8)
+    cast = x + torch.tensor([4.0, 0.0, -4.0]).view(1, 3, 1, 1) / 255  # a warm cast of 4 levels in R and B
+    texture = x + 0.05 * torch.sign(torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0)))
+    texture = texture + 0.05 * (torch.arange(64) % 2).view(1, 1, 1, 64) * 2 - 0.05  # grey, zero-mean per 8x8
+    assert float(loss(x, x)) == 0.0
+    # |dCb| + |dCr| of (4, 0, -4) levels: (0.168736 + 0.5) + (0.5 + 0.081312) = 1.25 x 4 levels
+    assert float(loss(cast, x)) * 255 == pytest.approx(4 * 1.250048, rel=1e-4)
+    assert float(loss(texture, x)) * 255 < 0.05  # grey texture has no chroma, whatever its mean
+    cast.requires_grad_(True)
+    loss(cast, x).sum().backward()
+    assert cast.grad.abs().sum() > 0
 
 
 def test_metric_suite_names_and_errors():

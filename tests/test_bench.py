@@ -182,8 +182,25 @@ def test_untiled_scaling_table_and_plot(tmp_path):
         assert float(rows["tiny"][f"s_img_{key}"]) > 0, key
     assert not rows["bicubic"].get("s_img_32_tile16")  # bicubic does not tile: timed whole only
     report = (out / "report.md").read_text()
-    assert "| tiny (1) | 48x48 | 0.0369 |" in report and "scaling.png" in report
+    assert "| tiny (1) | 48x48 | 0.0369 | 16 |" in report and "| tiny (1) | 48x48 | 0.0369 | whole |" in report
+    assert "scaling.png" in report
     assert (out / "scaling.png").stat().st_size > 10_000
+
+
+def test_several_tiles_are_timed_back_to_back_with_the_whole_image(tmp_path):
+    tiny_model(tmp_path / "m", "sinsr", 1, 0)
+    out = tmp_path / "out"
+    assert main(["bench", "-m", f"tiny={tmp_path / 'm'}", "-o", str(out), "--sizes", "16,40", "--batch", "1",
+                 "--tile", "32,16,8", "--untiled", "--repeats", "1", "--warmup", "0", "--no-quality", "--fp32"]) == 0
+    with open(out / "bench.csv", newline="") as f:
+        row = {r["name"]: r for r in csv.DictReader(f)}["tiny"]
+    for key in ("16_tile8", "16_b1", "40_tile8", "40_tile16", "40_tile32", "40_b1"):
+        assert float(row[f"s_img_{key}"]) > 0, key
+    assert not row.get("s_img_16_tile16")  # not above the tile: not tiled at it
+    report = (out / "report.md").read_text()
+    tiles = [line.split("|")[4].strip() for line in report.splitlines() if line.startswith("| tiny (1) | 40x40 |")]
+    assert tiles == ["8", "16", "32", "whole"]
+    assert (out / "scaling.png").stat().st_size > 10_000  # a line per tile and one whole
 
 
 def test_a_setting_foreseen_not_to_fit_is_not_run(tmp_path, monkeypatch):
@@ -207,6 +224,8 @@ def test_settings_and_model_specs(tmp_path):
     assert [s.key for s in speed_settings([64, 128, 256], [1, 64], 64)] == ["64_b1", "64_b64", "128_tile64",
                                                                             "256_tile64"]
     assert [s.key for s in speed_settings([64], [1], None)] == ["64_b1"]
+    assert [s.key for s in speed_settings([64, 512], [1, 8], (256, 128), untiled=True)] == [
+        "64_b1", "64_b8", "512_tile128", "512_tile256", "512_b1"]
     assert [s.key for s in speed_settings([64, 128], [1, 8], 64, untiled=True)] == ["64_b1", "64_b8", "128_tile64",
                                                                                      "128_b1"]
     (tmp_path / "run" / "model").mkdir(parents=True)

@@ -15,7 +15,7 @@ from instantsr.nets import swin_unet
 from instantsr.nets.swin_unet import ResShiftSwinUNet
 from instantsr.nets.vqgan import ResShiftVQGAN
 from instantsr.pipeline import Upscaler
-from instantsr.tiling import pad_to_multiple
+from instantsr.tiling import chop_starts, pad_to_multiple
 
 from .conftest import smooth_image
 from .test_official_nets import SMALL_UNET, SMALL_VQ, perturbed
@@ -117,3 +117,81 @@ def test_swin_unet_runs_batch_one_on_wide_latents_and_bad_convert_inputs(tmp_pat
         from instantsr.convert import convert_official
 
         convert_official(tmp_path / "u.pth", tmp_path / "u.pth", "sinsr", tmp_path / "busy")
+
+
+def official_extract_starts(length, pch_size, stride):  # the official ImageSpliterTh.extract_starts, verbatim logic
+    if length <= pch_size:
+        return [0]
+    starts = list(range(0, length, stride))
+    for ii in range(len(starts)):
+        if starts[ii] + pch_size > length:
+            starts[ii] = length - pch_size
+    return sorted(set(starts), key=starts.index)
+
+
+def test_chop_starts_are_the_official_ones():
+    for length in (1, 100, 512, 513, 900, 960, 961, 1400, 2049):
+        assert chop_starts(length, 512, 448) == official_extract_starts(length, 512, 448), length
+    assert chop_starts(900, 512, 448) == [0, 388]
+
+
+@pytest.fixture
+def converted(official, tmp_path):
+    from instantsr.convert import convert_official
+
+    root, _ = official
+    tomllib = pytest.importorskip("tomllib")
+    cfg = tomllib.loads(CONFIG)
+    return convert_official(root / "SinSR_v1.pth", root / "autoencoder_vq_f4.pth", "sinsr", tmp_path / "sinsr",
+                            unet_config=cfg["unet"], autoencoder_config=cfg["autoencoder"])
+
+
+def test_converted_models_chop_as_the_official_code_and_tile_0_runs_whole(converted, tmp_path):
+    assert SRModel.from_pretrained(tmp_path / "sinsr").extra["chop"] == {"size": 512, "stride": 448}
+    converted.extra["chop"] = {"size": 32, "stride": 24}  # the official 512 / 448, scaled down to the tiny model
+    up = Upscaler(converted)
+    lq = smooth_image(40, 56, 2)[None]
+    chopped = up.upscale_tensor(lq, seed=5)
+    assert chopped.shape == (1, 3, 160, 224)
+    expected, count = torch.zeros(1, 3, 160, 224), torch.zeros(1, 1, 160, 224)
+    for k, (y, x) in enumerate([(y, x) for y in (0, 8) for x in (0, 24)]):  # chop_starts(40) and (56), 32 / 24
+        piece = up.upscale_tensor(lq[..., y:y + 32, x:x + 32], seed=5 + k, tile=0)
+        expected[..., 4 * y:4 * y + 128, 4 * x:4 * x + 128] += piece
+        count[..., 4 * y:4 * y + 128, 4 * x:4 * x + 128] += 1
+    torch.testing.assert_close(chopped, expected / count)
+    whole = up.upscale_tensor(lq, seed=5, tile=0)
+    assert (whole - chopped).abs().max() > 1e-3  # tile 0: the whole image, not the chops
+    small = up.upscale_tensor(lq[..., :32, :32], seed=5)  # no larger than a chop: whole, as the official
+    torch.testing.assert_close(small, up.upscale_tensor(lq[..., :32, :32], seed=5, tile=0))
+
+
+def test_out_of_memory_halves_the_tile_of_a_network_that_is_not_exactly_tileable(converted, model_dir, capsys):
+    from instantsr import pipeline
+
+    def restore_within(limit):
+        def restore(lq, tile=None, **kw):
+            if tile is None or tile > limit:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB")
+            return torch.zeros(lq.shape[0], 3, lq.shape[-2] * 4, lq.shape[-1] * 4)
+        return restore
+
+    converted.extra.pop("chop", None)
+    up = Upscaler(converted)
+    up._restore = restore_within(100)
+    assert up.upscale_tensor(torch.rand(1, 3, 160, 200), seed=0).shape == (1, 3, 640, 800)
+    assert capsys.readouterr().err == "instantsr: out of memory (whole); trying again in tiles of 100 LR px\n"
+    up._restore = restore_within(60)  # 256 -> 128 -> 64 (the last tried), then no smaller tile
+    with pytest.raises(RuntimeError, match="out of memory"):
+        up.upscale_tensor(torch.rand(1, 3, 200, 256), seed=0, tile=256)
+    assert capsys.readouterr().err.splitlines() == [
+        "instantsr: out of memory (tiles of 256 LR px); trying again in tiles of 128 LR px",
+        "instantsr: out of memory (tiles of 128 LR px); trying again in tiles of 64 LR px"]
+    assert pipeline.MIN_RETRY_TILE == 64
+    up._restore = lambda lq, **kw: (_ for _ in ()).throw(RuntimeError("shapes do not match"))
+    with pytest.raises(RuntimeError, match="shapes"):  # not out of memory: no retry
+        up.upscale_tensor(torch.rand(1, 3, 160, 200), seed=0)
+    exact = Upscaler.from_pretrained(model_dir)  # our UNets tile exactly: told, not retried
+    exact._restore = restore_within(100)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        exact.upscale_tensor(torch.rand(1, 3, 160, 200), seed=0)
+    assert capsys.readouterr().err == ""

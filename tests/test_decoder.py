@@ -90,6 +90,31 @@ def test_a_pixel_unshuffle_model_gets_a_decoder_that_starts_as_pixel_shuffle(mod
     assert not torch.equal(sr, Upscaler(before).upscale_tensor(lq, seed=1))
 
 
+def test_target_model_compares_with_the_models_own_output_and_starts_at_zero(model_dir, kl_yonos, hr_folder):
+    """target = model: at the start (a zero residual) the decoded image is the model's own output, so L1 and the
+    LPIPS stand-in are exactly 0 whatever the HR crop; the grid terms then have nothing to trade against but
+    leaving the image as it was. A KL codec has no such output to keep: refused."""
+    recipe = DecoderRecipe(DecoderConfig(model=str(model_dir), target="model", decoder_channels=4), lpips=MeanAbs())
+
+    class Context:  # a StepContext stand-in that records the losses only
+        generator, step = torch.Generator().manual_seed(0), 0
+
+        def update(self, name, loss):
+            pass
+
+    from instantsr.data import degrade_collate, degrade_pairs
+
+    hr, lr = degrade_pairs(degrade_collate([(smooth_image(32, 32, i), i) for i in range(2)], scale=4), scale=(4,))
+    logs = recipe.training_step(hr, lr, Context())
+    assert float(logs["l1"]) == 0.0 and float(logs["lpips"]) == 0.0
+    hr_recipe = DecoderRecipe(DecoderConfig(model=str(model_dir), decoder_channels=4), lpips=MeanAbs())
+    assert float(hr_recipe.training_step(hr, lr, Context())["l1"]) > 0.01  # against HR: the untrained model's error
+    with pytest.raises(ValueError, match="target = model needs a pixel-unshuffle codec"):
+        DecoderRecipe(DecoderConfig(model=str(kl_yonos), target="model"), lpips=MeanAbs())
+    with pytest.raises(ValueError, match="choose hr or model"):
+        DecoderConfig(target="teacher")
+
+
 def test_the_learned_decoder_is_exact_in_strips():
     torch.manual_seed(0)
     codec = PixelUnshuffleCodec(4, 3, decoder_channels=8, decoder_layers=3)
@@ -107,12 +132,13 @@ def test_the_learned_decoder_is_exact_in_strips():
 def test_the_decoder_method_through_the_cli(model_dir, hr_folder, tmp_path):
     config = tmp_path / "dec.toml"
     config.write_text('method = "decoder"\n[train]\nsteps = 2\nbatch_size = 2\ncrop = 32\nnum_workers = 0\n'
-                      'log_every = 1\n[decoder]\nlpips_weight = 0.0\ngrid_weight = 10.0\ndecoder_channels = 4\n')
+                      'log_every = 1\n[decoder]\nlpips_weight = 0.0\ngrid_weight = 10.0\ngrid_ratio_weight = 0.1\n'
+                      'decoder_channels = 4\n')
     run = tmp_path / "run"
     assert main(["train", "decoder", "--config", str(config), "--model", str(model_dir), "--data", str(hr_folder),
                  "--out", str(run)]) == 0
     assert len(losses(run)) == 2
-    assert (run / "log.csv").read_text().splitlines()[0].split(",")[:4] == ["step", "loss", "l1", "grid"]
+    assert (run / "log.csv").read_text().splitlines()[0].split(",")[:5] == ["step", "loss", "l1", "grid", "grid_ratio"]
     assert SRModel.from_pretrained(run).codec.config.decoder_channels == 4
 
 

@@ -200,6 +200,26 @@ def test_gradients_of_l_g_reach_only_the_generators_lora_and_of_l_d_only_the_dis
     assert frozen_prior and not any(p.requires_grad for p in [*frozen_prior, *recipe.codec.parameters()])
 
 
+def test_colour_and_grid_terms_are_logged_weighted_and_reach_the_lora(resshift_prior):
+    hr, lr = batch(size=64)
+    plain = recipe_of(resshift_prior, t_l=10, discriminator="none", perceptual="mse")
+    logs = plain.training_step(hr, lr, GradientContext(plain.networks()))
+    assert "color" not in logs and "grid" not in logs  # off by default: the paper's loss
+    for weights in ((1.0, 10.0), (3.0, 30.0)):
+        torch.manual_seed(0)
+        recipe = recipe_of(resshift_prior, t_l=10, discriminator="none", perceptual="mse",
+                           color_weight=weights[0], grid_weight=weights[1])
+        ctx = GradientContext(recipe.networks())
+        logs = recipe.training_step(hr, lr, ctx)
+        if weights[0] == 1.0:
+            first = logs
+        assert float(logs["loss"]) == pytest.approx(float(logs["mse"] + logs["color"] + logs["grid"]), rel=1e-6)
+        assert ctx.reached["generator"]
+    assert float(first["color"]) > 0 and float(first["grid"]) >= 0
+    torch.testing.assert_close(logs["color"], 3 * first["color"], rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(logs["grid"], 3 * first["grid"], rtol=1e-5, atol=1e-8)
+
+
 @pytest.mark.parametrize("kind", ["none", "vanilla"])
 def test_ablations_train_without_or_with_a_clean_discriminator(prior, kind):
     recipe = recipe_of(prior, discriminator=kind, perceptual="mse")

@@ -234,7 +234,7 @@ def test_bench_onnx_row(tiny_dir, tiny_graph, tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_export, "export_onnx", lambda src, out, **kw: shutil.copy(tiny_graph, out))
     rows = bench.run_bench(bench.BenchConfig(models=[f"tiny={tiny_dir}"], output=str(tmp_path), steps=(1,),
-                                             sizes=(16, 24), batches=(1, 2), tile=16, repeats=1, warmup=0,
+                                             sizes=(16, 24), batches=(1, 2), tiles=(16,), repeats=1, warmup=0,
                                              quality=False, onnx=True, device="cpu", dtype="fp32"))
     row = {r["name"]: r for r in rows}["tiny-onnxruntime"]
     assert row["passes_per_img"] == 1 and row["s_img_16_b1"] > 0 and row["s_img_16_b2"] > 0

@@ -9,10 +9,11 @@ DATA=${DATA:-../shared/data/train}
 SPLIT=${SPLIT:-.carry/split}
 RUNS=${RUNS:-runs}
 export OMP_NUM_THREADS=1
+EXTRA=("$@")
 [ -d $SPLIT/val_bicubic ] || python configs/validation/split.py "$DATA" $SPLIT
 for spec in "teacher models/teacher" "dfosd models/dfosd/default_0.8"; do
     set -- $spec
     instantsr train decoder --config configs/decoder/decoder_cpu.toml --model $2 --data $SPLIT/train \
-        --out $RUNS/decg_$1 --time-limit 45 "${@:3}" > $RUNS/decg_$1.out 2>&1 &
+        --out $RUNS/decg_$1 --time-limit 45 "${EXTRA[@]}" > $RUNS/decg_$1.out 2>&1 &
 done
 wait

@@ -17,7 +17,7 @@ Measured (2 CPU cores, 4-20 minutes a model depending on what else runs), PSNR-Y
   stage 6 train-resr                         29.00 / 0.463 / 0.322  28.50 / 0.449 / 0.327  28.33 / 0.419 / 0.317
   stage 6 train-bic                          34.81 / 0.220 / 0.187  32.72 / 0.284 / 0.242  33.02 / 0.242 / 0.227
 Stage 5 (Real-ESRGAN LR only) holds up at 15 steps on its training degradation and breaks down on the milder
-two; stage 6 (a quarter bicubic LR) is better on both, still worst at 15 steps (README, "Known problems").
+two; stage 6 (a quarter bicubic LR) is better on both, still worst at 15 steps (docs/research.md, "Known problems").
 
 Run from the repository root: python docs/experiments/steps_and_domain.py [MODEL_DIR]
 """

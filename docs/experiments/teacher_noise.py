@@ -1,6 +1,6 @@
 """Why the shipped teacher gets worse with more steps: its x0 estimate keeps the noise that the skip passes.
 
-The denoiser is x0_hat = y + c_skip (x_t - y) + c_out net(...) (README, "Residual preconditioning"). The skip
+The denoiser is x0_hat = y + c_skip (x_t - y) + c_out net(...) (docs/research.md, "Residual preconditioning"). The skip
 term carries c_skip * kappa * sqrt(eta_t) * eps of the noise eps in x_t; the network has to cancel it. This
 script takes 16 training photos (384 px centre crops) through the training degradation, draws x_t at every t,
 and prints per t: the x0 MSE, and the regression coefficient of the error x0_hat - x0 on eps (0 when the noise

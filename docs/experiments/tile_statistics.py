@@ -1,5 +1,5 @@
 """Why blended whole-network tiles show seams with a GroupNorm UNet, and so why `--tile` runs our UNets
-layer by layer instead (`instantsr/nets/tiled_unet.py`, exact: README, "Tiling").
+layer by layer instead (`instantsr/nets/tiled_unet.py`, exact: docs/upscaling.md, "Tiling").
 
 Upscales a 256x256 smooth gradient and a 128x128 RealSR photo whole and in blended tiles of 64 LR px
 (`pipeline.TiledDenoiser`, still the path for other backbones), and prints the largest and mean difference (in

@@ -34,6 +34,8 @@ COMMANDS: dict[str, Command] = {
     "convert": Command("convert", "official ResShift / SinSR checkpoints -> an instantsr model folder"),
     "upscale": Command("upscale", "upscale image files with a trained model"),
     "export": Command("export", "write a one-step model as one ONNX graph (onnxruntime, chaiNNer)"),
+    "compare": Command("compare", "crops of your photos through bicubic, models and Real-ESRGAN, side by side"),
+    "demo": Command("demo", "a local web page to upscale images and compare them with bicubic (Gradio)"),
     "bench": Command("bench", "speed, memory, size and quality of models, with bicubic as the floor"),
 }
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 from .common import add_device_options, int_list, name_list
 
 
+def tile_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated tile sizes; 0 alone: never tile."""
+    return () if text.strip() == "0" else int_list(text)
+
+
 def add_parser(sub, name: str, help: str):
     b = sub.add_parser(name, help=help,
                        description="Time models (s/img, peak memory, passes/img, params) and score them on a "
@@ -24,10 +29,11 @@ def add_parser(sub, name: str, help: str):
                         "runs those its family has (default: each model's own)")
     b.add_argument("--sizes", type=int_list, default=(64, 128, 256), help="LR sides timed (default 64,128,256)")
     b.add_argument("--batch", type=int_list, help="batch sizes at untiled sizes (default 1,64 on cuda, 1,8 on cpu)")
-    b.add_argument("--tile", type=int, default=64, help="sizes above this run tiled (LR px; 0: never; default 64)")
+    b.add_argument("--tile", type=tile_list, default=(64,), metavar="N[,N...]",
+                   help="sizes above a tile run tiled, at each tile given (LR px; 0: never; default 64)")
     b.add_argument("--untiled", action="store_true",
-                   help="also time the sizes above --tile whole (one image; an out-of-memory is recorded, not "
-                        "fatal), and report time and memory against pixels (scaling.png)")
+                   help="also time the sizes above a tile whole (one image; an out-of-memory is recorded, not "
+                        "fatal), and report time and memory against size and tile (scaling.png)")
     b.add_argument("--tile-overlap", type=int, default=16, help="tile overlap in LR pixels")
     b.add_argument("--tile-batch", type=int, default=4, help="tiles per network pass")
     b.add_argument("--repeats", type=int, default=3, help="timed runs per setting (median, min, max)")
@@ -62,7 +68,7 @@ def run(args) -> None:
     run_bench(BenchConfig(
         models=args.model or [], baselines=args.baseline or [], lr=args.lr, hr=args.hr, output=args.output,
         steps=args.steps, samplers=args.samplers or (), sizes=args.sizes, batches=args.batch,
-        tile=args.tile or None, untiled=args.untiled, tile_overlap=args.tile_overlap, tile_batch=args.tile_batch,
+        tiles=args.tile, untiled=args.untiled, tile_overlap=args.tile_overlap, tile_batch=args.tile_batch,
         repeats=args.repeats, warmup=args.warmup, budget_s=args.budget or None, max_images=args.max_images,
         quality_tile=args.quality_tile, metrics=metrics, grid_period=args.grid_period,
         strip_images=args.strip_images, crop=args.crop, device=args.device, dtype=args.dtype,

@@ -28,11 +28,14 @@ def add_parser(sub, name: str, help: str):
     u.add_argument("--sampler", help="for models that sample in several steps: ResShift teachers take "
                    "deterministic (SinSR's ODE) or stochastic (ResShift's own); VP models ddim (default: the model's)")
     u.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same output")
-    u.add_argument("--tile", type=int, help="tile size in LR pixels for large images (default: no tiling). Our "
-                   "UNets run layer by layer in tiles, exactly as untiled (no seams); other networks run whole "
-                   "on overlapping tiles, blended. Not with --onnx")
+    u.add_argument("--tile", type=int, help="tile size in LR pixels for large images (default: no tiling; the "
+                   "converted official models chop big images as their code does, 512 px every 448). Our UNets run "
+                   "layer by layer in tiles, exactly as untiled (no seams); other networks run whole on overlapping "
+                   "tiles, blended, and on out-of-memory again in tiles of half the size. 0: the whole image at "
+                   "once. Not with --onnx")
     u.add_argument("--tile-overlap", type=int, default=32,
-                   help="overlap in LR pixels of blended tiles (other networks, latent codecs; at most tile/2)")
+                   help="overlap in LR pixels of blended tiles (other networks, latent codecs; a tile no larger "
+                        "than it grows to twice it)")
     u.add_argument("--batch-size", type=int, default=4, help="blended tiles per network pass")
     u.add_argument("--color-fix", default="none", choices=["none", "wavelet", "adain"],
                    help="match the colours of the bicubic-upscaled input")
@@ -100,7 +103,7 @@ def run(args) -> None:
     check_counts(args)
     if args.onnx:
         check_onnx_options(args)
-    tile = args.tile or None  # --tile 0: no tiling
+    tile = args.tile  # None: the model's way (whole, or the official models' chops); 0: whole, no chops
     # On a terminal, one process: a spinner while the imports and the model load (seconds), and while a single
     # untiled image runs (the pipeline's bar counts images, or the tiles of one tiled image), and at the end
     # where each output went. In a log the pipeline writes one line per image itself.

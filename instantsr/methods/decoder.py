@@ -2,8 +2,8 @@
 
 The model's network and encoder are frozen; its own sampler makes the latent of each LR crop as inference does
 (seeded noise for the families that draw it), and only the decoder learns, so that the decoded latent matches
-the HR crop: L1 + LPIPS, the autoencoder's loss, with the paper's optional GAN term and (our addition) a penalty
-on the grid of the latent's stride. The exported model is the same model with the tuned decoder.
+the HR crop: L1 + LPIPS, the autoencoder's loss, with the paper's optional GAN term and (our addition) penalties
+on the grid of the latent's stride: its power (`grid_weight`) and its ratio per block (`grid_ratio_weight`). The exported model is the same model with the tuned decoder.
 
 - A KL codec (YONOS-SR, `train autoencoder`, a Stable Diffusion VAE): its `vae.decoder` is tuned.
 - The pixel-unshuffle codec has no decoder: one is added (`PixelUnshuffleCodec(decoder_channels=...)`,
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..artifacts import grid_excess
+from ..artifacts import grid_excess, grid_ratio_excess
 from ..codecs import KLCodec, PixelUnshuffleCodec
 from ..losses import discriminator_loss, judged_generator_loss
 from ..model import SRModel
@@ -29,10 +29,15 @@ from ..nets.discriminators import PatchDiscriminator
 class DecoderConfig:
     model: str = ""  # the one-step model to finish: a model or run folder (any family; a KL or pixel codec)
     steps: int = 0  # sampling steps that make the latents the decoder learns to decode; 0 = the model's own
-    lpips_weight: float = 1.0  # L1 + lpips_weight LPIPS(decoded, HR), the autoencoder's loss
+    target: str = "hr"  # what L1 and LPIPS compare the decoded image with: hr (YONOS-SR's: the HR crop) or model
+    #                     (ours, pixel-unshuffle only: the model's own pixel-shuffled output, so that the grid terms
+    #                     take out the grid and nothing else moves: no smoothing toward HR, no colour learnt)
+    lpips_weight: float = 1.0  # L1 + lpips_weight LPIPS(decoded, target), the autoencoder's loss
     lpips_net: str = "vgg"  # LPIPS backbone: vgg | alex (the metric's; AlexNet as a loss drew a mesh before)
     grid_weight: float = 0.0  # weight of the decoded image's grid, its pattern of the latent's stride beyond what
     #                           texture gives (artifacts.grid_excess); L1 + LPIPS alone barely lower it
+    grid_ratio_weight: float = 0.0  # weight of artifacts.grid_ratio_excess: the grid's ratio above 1 per block, every
+    #                                 block alike (grid_excess weighs by power, so textured blocks dominate it)
     gan_weight: float = 0.0  # PatchGAN generator-loss weight (the paper's optional GAN term); 0 = no discriminator
     gan_start: int = 0  # step from which the GAN terms are on (a decoder that already decodes well needs no wait)
     gan_loss: str = "hinge"  # hinge (LDM) | nonsaturating
@@ -45,6 +50,8 @@ class DecoderConfig:
     def __post_init__(self):
         if self.gan_loss not in ("hinge", "nonsaturating"):
             raise ValueError(f"decoder gan_loss = {self.gan_loss!r}: choose hinge or nonsaturating")
+        if self.target not in ("hr", "model"):
+            raise ValueError(f"decoder target = {self.target!r}: choose hr or model")
 
 
 def trainable_decoder(model: SRModel, config: DecoderConfig) -> nn.Module:
@@ -76,6 +83,9 @@ class DecoderRecipe:
         self.model = SRModel.from_pretrained(config.model).eval()
         self.steps = self.model.check_steps(config.steps or None)
         self.model.requires_grad_(False)
+        if config.target == "model" and not isinstance(self.model.codec, PixelUnshuffleCodec):
+            raise ValueError(f"{config.model}: decoder target = model needs a pixel-unshuffle codec (its own output "
+                             "is pixel_shuffle of the latent); give target = hr")
         self.decoder = trainable_decoder(self.model, config).requires_grad_(True).train()
         self.lr_scales = (self.model.scale,)  # lr is then {scale: LR}, at the model's own scale whatever [train]
         if lpips is None and config.lpips_weight:
@@ -113,11 +123,16 @@ class DecoderRecipe:
             z = model.sample(model.prior(cond, noise), cond, self.steps, generator=ctx.generator)
         out = self._decode(z)
         x = hr * 2 - 1
-        losses = {"l1": (out - x).abs().mean()}
+        ref = torch.nn.functional.pixel_shuffle(z, self.model.codec.config.factor) if cfg.target == "model" else x
+        losses = {"l1": (out - ref).abs().mean()}
         if cfg.lpips_weight:
-            losses["lpips"] = cfg.lpips_weight * self.lpips.to(hr.device)(((out + 1) / 2).clamp(0, 1), hr).mean()
+            losses["lpips"] = cfg.lpips_weight * self.lpips.to(hr.device)(((out + 1) / 2).clamp(0, 1),
+                                                                          ((ref + 1) / 2).clamp(0, 1)).mean()
         if cfg.grid_weight:
             losses["grid"] = cfg.grid_weight * grid_excess(out, self.model.codec.scale_factor).mean()
+        if cfg.grid_ratio_weight:
+            losses["grid_ratio"] = cfg.grid_ratio_weight * grid_ratio_excess((out + 1) / 2,
+                                                                             self.model.codec.scale_factor).mean()
         gan_on = self.discriminator is not None and ctx.step >= cfg.gan_start
         if gan_on:
             losses["gan"] = cfg.gan_weight * judged_generator_loss(self._train["discriminator"], out, cfg.gan_loss)

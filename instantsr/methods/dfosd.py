@@ -22,7 +22,10 @@ sqrt(1 - abar_t) eps at a random t: real = z_H, the HR latent; fake = z_hat. L_D
 latents (t = 0, no noise), `"none"` trains without one.
 
 Generator loss (Eq. 8): MSE(x_hat, x_H) + lambda2 perceptual(x_hat, x_H) + lambda1 L_G, with the perceptual term
-EA-DISTS (Eq. 5), DISTS, LPIPS or none (`perceptual = "mse"`). Only LoRA weights (and the learnable context)
+EA-DISTS (Eq. 5), DISTS, LPIPS or none (`perceptual = "mse"`). Two optional terms are ours, off by default (the
+paper has neither): `color_weight` ChromaLoss(x_hat, x_H), the low-passed chroma against HR, and `grid_weight`
+artifacts.grid_excess(x_hat), the pattern of the latent's stride. The GAN and edge terms reward high-frequency
+energy; on a pixel-unshuffle latent they grew a 4-px grid and a colour cast (docs/decoder.md). Only LoRA weights (and the learnable context)
 train; the prior, the codec and everything else stay frozen.
 """
 
@@ -38,11 +41,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..artifacts import grid_excess
 from ..diffusion import resshift, vp
 from ..diffusion.family import FAMILIES, Condition
 from ..diffusion.resshift import ResShiftSchedule
 from ..diffusion.vp import VPSchedule
-from ..losses import discriminator_loss, judged_generator_loss
+from ..losses import ChromaLoss, discriminator_loss, judged_generator_loss
 from ..model import SRModel, encode_condition
 
 DISCRIMINATORS = ("nad", "vanilla", "none")
@@ -63,6 +67,8 @@ class DFOSDConfig:
     gan_weight: float = 0.02  # lambda1 (paper: silent)
     lpips_net: str = "vgg"  # for perceptual = "lpips"
     disc_lr_scale: float = 1.0  # discriminator lr = train.lr * this (paper: both 5e-5)
+    color_weight: float = 0.0  # ours: weight of ChromaLoss(x_hat, x_H) in [-1, 1] units, chroma after a 2*scale low-pass (0 = off)
+    grid_weight: float = 0.0  # ours: weight of artifacts.grid_excess(x_hat) in [-1, 1] units (0 = off)
 
     def __post_init__(self):
         if self.discriminator not in DISCRIMINATORS:
@@ -227,6 +233,10 @@ class DFOSDRecipe:
         if self.perceptual is not None:
             losses[cfg.perceptual] = cfg.perceptual_weight * self.perceptual.to(hr.device)(
                 ((sr + 1) / 2).clamp(0, 1), hr).mean()
+        if cfg.color_weight:
+            losses["color"] = cfg.color_weight * ChromaLoss(2 * self.scale)(sr, hr * 2 - 1).mean()
+        if cfg.grid_weight:
+            losses["grid"] = cfg.grid_weight * grid_excess(sr, self.codec.scale_factor).mean()
         if self.discriminator is not None:
             z_t, t = self.judge_input(z_hat, cond.y, g)
             losses["gan"] = cfg.gan_weight * judged_generator_loss(self._train["discriminator"], z_t,
