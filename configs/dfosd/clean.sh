@@ -62,8 +62,18 @@ val)
         instantsr bench "${decoders[@]}" --lr $SPLIT/$set/lr --hr $SPLIT/$set/hr --max-images 0 \
             --steps 1 --no-speed --metrics $ARTIFACTS --strip-images 0 -o $OUT/${set}_decoders
     done
-    python configs/validation/choose.py $OUT/val/bench.csv,$OUT/val_decoders/bench.csv \
-        $OUT/val_bicubic/bench.csv,$OUT/val_bicubic_decoders/bench.csv | tee $OUT/choice.md ;;
+    if [ -d $RUNS/clean_dec_self/checkpoints ]; then  # the decoder that keeps the model's output: 200 and last
+        python configs/decoder/checkpoints.py $RUNS/clean_dec_self $RUNS/clean_dec_self_ckpts > /dev/null
+        last=$(ls -d $RUNS/clean_dec_self_ckpts/step_* | tail -1)
+        for set in val_bicubic val; do
+            instantsr bench -m self+dec@200=$RUNS/clean_dec_self_ckpts/step_0000200 \
+                -m self+dec@$((10#${last##*step_}))=$last --lr $SPLIT/$set/lr --hr $SPLIT/$set/hr --max-images 0 \
+                --steps 1 --no-speed --metrics $ARTIFACTS --strip-images 0 -o $OUT/${set}_self
+        done
+    fi
+    python configs/validation/choose.py $OUT/val/bench.csv,$OUT/val_decoders/bench.csv,$OUT/val_self/bench.csv \
+        $OUT/val_bicubic/bench.csv,$OUT/val_bicubic_decoders/bench.csv,$OUT/val_bicubic_self/bench.csv \
+        | tee $OUT/choice.md ;;
 test)
     # the chosen model on the test sets, reported and never chosen on: the 100 RealSR pairs beside the teacher,
     # RealSet65 (LR only) grid and colour with the outputs kept for the README strip
