@@ -24,7 +24,6 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .evaluate import bicubic_baseline
 from .io import read_image
 from .viz import comparison_strip, pick_crops
 
@@ -120,9 +119,3 @@ def compare_photos(photos: Sequence[Path], out: Path, upscalers: dict[str, Calla
         entries.append((photo.name, strip, wins))
     write_index(out, entries, labels)
     return len(entries), failed
-
-
-def bicubic_upscaler(scale: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """MATLAB-style bicubic (`instantsr eval --baseline bicubic`'s)."""
-    return lambda lq: torch.stack([bicubic_baseline(x.float(), (x.shape[-2] * scale, x.shape[-1] * scale))
-                                   for x in lq])

@@ -49,8 +49,9 @@ class Models:
         return self._loaded[spec]
 
 
-def model_options(models: Models, spec: str) -> tuple[dict, dict, dict]:
-    """What the model takes: steps (a teacher: 1 to its max), tile (torch models), colour fix (all)."""
+def model_options(models: Models, spec: str) -> tuple[dict, dict]:
+    """What the model takes: steps (a teacher: 1 to its max) and tile (torch models); every model takes the
+    colour fix."""
     try:
         up = models.get(spec)
     except FILE_ERRORS as e:
@@ -58,7 +59,7 @@ def model_options(models: Models, spec: str) -> tuple[dict, dict, dict]:
     model = getattr(up, "model", None)
     many = model is not None and model.max_steps > 1
     steps = gr.update(visible=many, maximum=model.max_steps if many else 1, value=model.steps if model else 1)
-    return steps, gr.update(visible=model is not None), gr.update()
+    return steps, gr.update(visible=model is not None)
 
 
 def upscale_files(models: Models, files: list[str] | None, spec: str, steps: int, tile: int, color_fix: str,
@@ -122,8 +123,8 @@ def build_demo(model: str = "default", device: str | None = None) -> gr.Blocks:
                 slider = gr.ImageSlider(label="bicubic | instantsr", elem_id="slider", buttons=["fullscreen"])
                 results = gr.File(label="results", file_count="multiple", elem_id="results", interactive=False)
                 notes = gr.Textbox(label="status", interactive=False, elem_id="status")
-        spec.submit(lambda s: model_options(models, s), spec, [steps, tile, color_fix])
-        demo.load(lambda s: model_options(models, s), spec, [steps, tile, color_fix])
+        spec.submit(lambda s: model_options(models, s), spec, [steps, tile])
+        demo.load(lambda s: model_options(models, s), spec, [steps, tile])
         run.click(lambda *a: upscale_files(models, *a, out_dir=out_dir), [files, spec, steps, tile, color_fix],
                   [slider, results, notes])
     return demo

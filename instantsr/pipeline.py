@@ -309,7 +309,7 @@ class Upscaler(ImageUpscaler):
         if tile is not None:
             latent_per_lr = Fraction(model.scale, f)
             latent_tile = max(1, math.floor(tile * latent_per_lr))
-            exact_tiles = hasattr(model.backbone, "enable_tiling") and max(y.shape[-2:]) > latent_tile
+            exact_tiles = self.exactly_tileable and max(y.shape[-2:]) > latent_tile
             if exact_tiles:  # the whole-image result, layer by layer in tiles: no seams (nets/tiled_unet.py)
                 n_tiles = model.backbone.num_tiles(tuple(y.shape[-2:]), latent_tile)
             else:  # other backbones: whole-network tiles, blended over their overlaps

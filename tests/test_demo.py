@@ -44,9 +44,9 @@ def test_upscale_files_writes_each_and_names_failures(model_dir, tmp_path):
 
 def test_the_page_offers_steps_only_where_the_model_takes_them(model_dir):
     models = Models("cpu")
-    steps, tile, _ = model_options(models, "default")  # the shipped teacher: up to 15 steps
+    steps, tile = model_options(models, "default")  # the shipped teacher: up to 15 steps
     assert steps["visible"] and steps["maximum"] == 15 and steps["value"] == 1 and tile["visible"]
-    steps, tile, _ = model_options(models, str(model_dir))  # a one-step student
+    steps, tile = model_options(models, str(model_dir))  # a one-step student
     assert not steps["visible"] and tile["visible"]
 
 

@@ -51,10 +51,10 @@ def run(args) -> None:
 
     import torch
 
-    from ..bench import parse_model_spec, realesrgan_candidate
-    from ..compare import bicubic_upscaler, compare_photos, parse_window
+    from ..bench import bicubic_candidate, parse_model_spec, realesrgan_candidate
+    from ..compare import compare_photos, parse_window
     from ..io import list_images
-    from ..pipeline import Upscaler
+    from ..pipeline import Upscaler, parse_dtype
 
     windows = [parse_window(text) for text in args.crop or ()]
     photos = list_images(src) if src.is_dir() else [src]
@@ -79,11 +79,13 @@ def run(args) -> None:
     def model_run(up):
         return lambda lq: up.upscale_tensor(lq.to(up.device), seed=args.seed, tile=tile)
 
-    upscalers = {"bicubic": bicubic_upscaler(scale)} if "bicubic" in baselines else {}
+    upscalers = {}
+    if "bicubic" in baselines:  # bench's bicubic: MATLAB imresize, as `instantsr eval --baseline bicubic`
+        bicubic = bicubic_candidate(scale)
+        upscalers["bicubic"] = lambda lq: bicubic.run(lq, None, 0, 1)
     upscalers.update({name: model_run(up) for name, up in models.items()})
     if "realesrgan" in baselines:  # WeightsNotFoundError says to run `instantsr weights fetch`
-        real = realesrgan_candidate(torch.device(device), {"fp32": torch.float32, "fp16": torch.float16,
-                                                           "bf16": torch.bfloat16}[dtype])
+        real = realesrgan_candidate(torch.device(device), parse_dtype(dtype))
         upscalers["realesrgan"] = lambda lq: real.run(lq.to(device), None, 0, 1)
     written, failed = compare_photos(photos, Path(args.output), upscalers, scale, windows, args.size,
                                      None if args.context < 0 else args.context,

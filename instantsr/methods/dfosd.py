@@ -183,6 +183,7 @@ class DFOSDRecipe:
         elif perceptual is None:
             perceptual = _perceptual_loss(config)
         self.perceptual = perceptual
+        self.chroma = ChromaLoss(2 * self.scale)  # pooled as the colour measure pools: 2 x scale
         self._train = self.networks()
 
     def networks(self) -> dict:
@@ -234,7 +235,7 @@ class DFOSDRecipe:
             losses[cfg.perceptual] = cfg.perceptual_weight * self.perceptual.to(hr.device)(
                 ((sr + 1) / 2).clamp(0, 1), hr).mean()
         if cfg.color_weight:
-            losses["color"] = cfg.color_weight * ChromaLoss(2 * self.scale)(sr, hr * 2 - 1).mean()
+            losses["color"] = cfg.color_weight * self.chroma(sr, hr * 2 - 1).mean()
         if cfg.grid_weight:
             losses["grid"] = cfg.grid_weight * grid_excess(sr, self.codec.scale_factor).mean()
         if self.discriminator is not None:
