@@ -204,20 +204,21 @@ def test_colour_and_grid_terms_are_logged_weighted_and_reach_the_lora(resshift_p
     hr, lr = batch(size=64)
     plain = recipe_of(resshift_prior, t_l=10, discriminator="none", perceptual="mse")
     logs = plain.training_step(hr, lr, GradientContext(plain.networks()))
-    assert "color" not in logs and "grid" not in logs  # off by default: the paper's loss
-    for weights in ((1.0, 10.0), (3.0, 30.0)):
+    assert not {"color", "grid", "grid_ratio"} & set(logs)  # off by default: the paper's loss
+    terms = ("color", "grid", "grid_ratio")
+    for weights in ((1.0, 10.0, 0.5), (3.0, 30.0, 1.5)):
         torch.manual_seed(0)
         recipe = recipe_of(resshift_prior, t_l=10, discriminator="none", perceptual="mse",
-                           color_weight=weights[0], grid_weight=weights[1])
+                           color_weight=weights[0], grid_weight=weights[1], grid_ratio_weight=weights[2])
         ctx = GradientContext(recipe.networks())
         logs = recipe.training_step(hr, lr, ctx)
         if weights[0] == 1.0:
             first = logs
-        assert float(logs["loss"]) == pytest.approx(float(logs["mse"] + logs["color"] + logs["grid"]), rel=1e-6)
+        assert float(logs["loss"]) == pytest.approx(float(logs["mse"] + sum(logs[k] for k in terms)), rel=1e-6)
         assert ctx.reached["generator"]
-    assert float(first["color"]) > 0 and float(first["grid"]) >= 0
-    torch.testing.assert_close(logs["color"], 3 * first["color"], rtol=1e-5, atol=1e-8)
-    torch.testing.assert_close(logs["grid"], 3 * first["grid"], rtol=1e-5, atol=1e-8)
+    assert float(first["color"]) > 0 and float(first["grid"]) >= 0 and float(first["grid_ratio"]) > 0
+    for k in terms:
+        torch.testing.assert_close(logs[k], 3 * first[k], rtol=1e-5, atol=1e-8)
 
 
 @pytest.mark.parametrize("kind", ["none", "vanilla"])

@@ -11,6 +11,10 @@
 #       (configs/validation/choose.py)
 #   bash configs/dfosd/clean.sh self              a decoder on the warm run that keeps the model's own output and
 #       takes out its grid (target = model), 25 minutes
+#   bash configs/dfosd/clean.sh ratio             the warm run's export trained on with the grid's ratio term
+#       (grid_ratio_weight 0.3 and 1.0, two runs, 55 minutes each): the power term alone left flat areas at 1.35
+#   bash configs/dfosd/clean.sh val_ratio         those two runs at steps 300, 500 and last, scored on val/ and
+#       val_bicubic/ and chosen among with every candidate above (their rows from `val`)
 #   bash configs/dfosd/clean.sh test MODEL        the chosen model on RealSR and RealSet65 (test sets: reported)
 # Re-running a training stage resumes it. DATA, SPLIT and RUNS come from the environment.
 set -euo pipefail
@@ -74,6 +78,24 @@ val)
     python configs/validation/choose.py $OUT/val/bench.csv,$OUT/val_decoders/bench.csv,$OUT/val_self/bench.csv \
         $OUT/val_bicubic/bench.csv,$OUT/val_bicubic_decoders/bench.csv,$OUT/val_bicubic_self/bench.csv \
         | tee $OUT/choice.md ;;
+val_ratio)
+    ARTIFACTS=psnr,ssim,lpips,dists,grid,grid_levels,color
+    models=()
+    for w in 0.3 1.0; do
+        python configs/dfosd/checkpoints.py $RUNS/dfosd_ratio_$w $RUNS/dfosd_ratio_${w}_ckpts > /dev/null
+        last=$(ls -d $RUNS/dfosd_ratio_${w}_ckpts/step_* | tail -1)
+        for ckpt in $RUNS/dfosd_ratio_${w}_ckpts/step_000{03,05}00 $last; do
+            models+=(-m ratio$w@$((10#${ckpt##*step_}))=$ckpt)
+        done
+    done
+    for set in val val_bicubic; do
+        instantsr bench "${models[@]}" --lr $SPLIT/$set/lr --hr $SPLIT/$set/hr --max-images 0 \
+            --steps 1 --no-speed --metrics $ARTIFACTS --strip-images 0 -o $OUT/${set}_ratio
+    done
+    python configs/validation/choose.py \
+        $OUT/val/bench.csv,$OUT/val_decoders/bench.csv,$OUT/val_self/bench.csv,$OUT/val_ratio/bench.csv \
+        $OUT/val_bicubic/bench.csv,$OUT/val_bicubic_decoders/bench.csv,$OUT/val_bicubic_self/bench.csv,$OUT/val_bicubic_ratio/bench.csv \
+        | tee $OUT/choice.md ;;
 test)
     # the chosen model on the test sets, reported and never chosen on: the 100 RealSR pairs beside the teacher,
     # RealSet65 (LR only) grid and colour with the outputs kept for the README strip
@@ -83,6 +105,14 @@ test)
         --max-images 0 --steps 1 --no-speed --strip-images 4 -o $OUT/realsr
     OMP_NUM_THREADS=2 instantsr bench -m teacher=models/teacher -m chosen=$model --lr $T/realset65 --max-images 0 \
         --steps 1 --no-speed --metrics grid,grid_levels,color --strip-images 0 --save-sr -o $RUNS/realset65_clean ;;
+ratio)
+    # from models/dfosd/clean_warm (the warm run at step 718) with the ratio term on top of its recipe
+    for w in 0.3 1.0; do
+        instantsr train dfosd --config configs/dfosd/clean_cpu.toml --data $SPLIT/train --out $RUNS/dfosd_ratio_$w \
+            --prior models/dfosd/clean_warm --set gan_weight=0.02 --set grid_ratio_weight=$w \
+            --time-limit ${MINUTES:-55} > $RUNS/dfosd_ratio_$w.out 2>&1 &
+    done
+    wait ;;
 train)
     EXTRA=("${@:2}")
     for spec in "warm models/dfosd/teacher_eadists_0.3 0.02" "fresh models/teacher 0.01"; do
@@ -91,5 +121,5 @@ train)
             --prior $2 --set gan_weight=$3 --time-limit ${MINUTES:-50} "${EXTRA[@]}" > $RUNS/dfosd_clean_$1.out 2>&1 &
     done
     wait ;;
-*) echo "usage: clean.sh [train|decoder|self|val|test MODEL]" >&2; exit 2 ;;
+*) echo "usage: clean.sh [train|decoder|self|ratio|val|val_ratio|test MODEL]" >&2; exit 2 ;;
 esac

@@ -24,7 +24,8 @@ latents (t = 0, no noise), `"none"` trains without one.
 Generator loss (Eq. 8): MSE(x_hat, x_H) + lambda2 perceptual(x_hat, x_H) + lambda1 L_G, with the perceptual term
 EA-DISTS (Eq. 5), DISTS, LPIPS or none (`perceptual = "mse"`). Two optional terms are ours, off by default (the
 paper has neither): `color_weight` ChromaLoss(x_hat, x_H), the low-passed chroma against HR, and `grid_weight`
-artifacts.grid_excess(x_hat), the pattern of the latent's stride. The GAN and edge terms reward high-frequency
+artifacts.grid_excess(x_hat) with `grid_ratio_weight` artifacts.grid_ratio_excess(x_hat), the pattern of the
+latent's stride (its power, and its ratio per block). The GAN and edge terms reward high-frequency
 energy; on a pixel-unshuffle latent they grew a 4-px grid and a colour cast (docs/decoder.md). Only LoRA weights (and the learnable context)
 train; the prior, the codec and everything else stay frozen.
 """
@@ -41,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..artifacts import grid_excess
+from ..artifacts import grid_excess, grid_ratio_excess
 from ..diffusion import resshift, vp
 from ..diffusion.family import FAMILIES, Condition
 from ..diffusion.resshift import ResShiftSchedule
@@ -69,6 +70,8 @@ class DFOSDConfig:
     disc_lr_scale: float = 1.0  # discriminator lr = train.lr * this (paper: both 5e-5)
     color_weight: float = 0.0  # ours: weight of ChromaLoss(x_hat, x_H) in [-1, 1] units, chroma after a 2*scale low-pass (0 = off)
     grid_weight: float = 0.0  # ours: weight of artifacts.grid_excess(x_hat) in [-1, 1] units (0 = off)
+    grid_ratio_weight: float = 0.0  # ours: weight of artifacts.grid_ratio_excess(x_hat): the grid per block, flat
+    #                                 blocks counted as much as textured ones, as the `grid` measure does (0 = off)
 
     def __post_init__(self):
         if self.discriminator not in DISCRIMINATORS:
@@ -142,8 +145,8 @@ class NoiseAwareDiscriminator(nn.Module):
         unet = encoder.unet
         unet.up_blocks = nn.ModuleList()  # the decoder half is not part of the discriminator
         unet.conv_norm_out = unet.conv_act = unet.conv_out = None
+        channels = unet.mid_block.resnets[-1].conv2.out_channels  # the deepest width, for either UNet
         self.encoder = add_lora(encoder, rank, alpha)
-        channels = unet.config.block_out_channels[-1]
         self.head = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.SiLU(), nn.Conv2d(channels, 1, 1))
 
     def forward(self, z_t: torch.Tensor, t_index: torch.Tensor, cond) -> torch.Tensor:
@@ -238,6 +241,9 @@ class DFOSDRecipe:
             losses["color"] = cfg.color_weight * self.chroma(sr, hr * 2 - 1).mean()
         if cfg.grid_weight:
             losses["grid"] = cfg.grid_weight * grid_excess(sr, self.codec.scale_factor).mean()
+        if cfg.grid_ratio_weight:
+            losses["grid_ratio"] = cfg.grid_ratio_weight * grid_ratio_excess((sr + 1) / 2,
+                                                                             self.codec.scale_factor).mean()
         if self.discriminator is not None:
             z_t, t = self.judge_input(z_hat, cond.y, g)
             losses["gan"] = cfg.gan_weight * judged_generator_loss(self._train["discriminator"], z_t,
