@@ -29,8 +29,8 @@ from .codecs import CODECS
 from .diffusion.family import FAMILIES, Condition
 
 
-# The backbones a model folder may name, each imported when a folder names it: diffusers' UNet2DModel and
-# UNet2DConditionModel import its whole model registry (seconds), which a ResShift Swin UNet does not need.
+# The backbones a model folder may name, each imported when a folder names it: diffusers' UNet2DConditionModel
+# imports its whole model registry (seconds), which our own UNet (nets/unet2d.py) does not need.
 def _conditional_unet() -> type[nn.Module]:
     from .nets.unet import ConditionalUNet
 
@@ -86,7 +86,8 @@ def encode_condition(codec: nn.Module, lq: torch.Tensor, scale: int, noise_chann
 
 
 def _load_component(cls, folder: Path) -> nn.Module:
-    """A diffusers ModelMixin folder; parameter-free ones (pixel-unshuffle) have only a config.json."""
+    """A diffusers-layout folder (`ModelMixin` or `nets.folder.FolderModule`); parameter-free ones
+    (pixel-unshuffle) have only a config.json."""
     if not any(folder.glob("*.safetensors")):
         return cls.from_config(cls.load_config(folder))
     return cls.from_pretrained(folder, local_files_only=True)
@@ -243,7 +244,7 @@ class SRModel(nn.Module):
             steps = int(index["steps"])
             max_steps = index.get("max_steps") or (None if index.get("method", "resshift") == "resshift" else steps)
             backbone = _load_component(BACKBONES[index["backbone"]](), folder / "backbone")
-            codec = _load_component(CODECS[index["codec"]], folder / "codec")
+            codec = _load_component(CODECS[index["codec"]](), folder / "codec")
             model = cls(backbone, codec, schedule, scale=int(index["scale"]), method=index.get("method", family),
                         steps=steps, sampler=index.get("sampler"), family=family,
                         parameterization=index.get("parameterization"), sigma_data=index.get("sigma_data"),

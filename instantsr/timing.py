@@ -78,6 +78,16 @@ def _rss_kib() -> int | None:
 
 
 def _max_rss_kib() -> int:
+    """Peak RSS of this process, KiB: VmHWM, this address space's own high-water mark (reset by
+    /proc/self/clear_refs); else ru_maxrss, which on Linux starts at the RSS of the process that exec'd this one
+    (a child of a big test run reads no rise at all)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r // 1024 if sys.platform == "darwin" else r  # bytes on macOS, KiB on Linux
 
@@ -93,7 +103,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            try:  # "5" resets the kernel's peak RSS (VmHWM, ru_maxrss) of this process (Linux >= 4.0)
+            try:  # "5" resets the kernel's peak RSS (VmHWM) of this process (Linux >= 4.0)
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")
             except OSError:

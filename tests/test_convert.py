@@ -195,3 +195,30 @@ def test_out_of_memory_halves_the_tile_of_a_network_that_is_not_exactly_tileable
     with pytest.raises(RuntimeError, match="out of memory"):
         exact.upscale_tensor(torch.rand(1, 3, 160, 200), seed=0)
     assert capsys.readouterr().err == ""
+
+
+def test_bench_times_the_official_sinsr_before_and_after_the_cpu_levers_in_one_run(converted, tmp_path):
+    """`instantsr bench` rows of a converted (reduced-width) SinSR at 64->256 and 128->512, with the VQ codec's
+    `lean` layout off ("lean": false in codec/config.json: the official layer order) and on, in one run: s/img and
+    peak memory for both, and their outputs within 1/255 of each other."""
+    import csv
+    import shutil
+
+    before = tmp_path / "official_order"
+    shutil.copytree(tmp_path / "sinsr", before)
+    cfg = json.loads((before / "codec" / "config.json").read_text())
+    (before / "codec" / "config.json").write_text(json.dumps({**cfg, "lean": False}))
+    assert SRModel.from_pretrained(tmp_path / "sinsr").codec.vq.lean
+    assert not SRModel.from_pretrained(before).codec.vq.lean
+    out = tmp_path / "bench"
+    assert main(["bench", "-m", f"before={before}", "-m", f"after={tmp_path / 'sinsr'}", "-o", str(out),
+                 "--sizes", "64,128", "--batch", "1", "--tile", "0", "--repeats", "1", "--warmup", "0",
+                 "--no-quality", "--fp32"]) == 0
+    with open(out / "bench.csv", newline="") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    for name in ("before", "after"):
+        assert float(rows[name]["s_img_64_b1"]) > 0 and float(rows[name]["s_img_128_b1"]) > 0
+        assert float(rows[name]["peak_mem_mib"]) > 0
+    lq = smooth_image(64, 64, 3)[None]
+    a, b = (Upscaler.from_pretrained(p).upscale_tensor(lq, seed=0) for p in (before, tmp_path / "sinsr"))
+    assert (a - b).abs().max() * 255 < 1.0

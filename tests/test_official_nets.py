@@ -215,3 +215,55 @@ def test_vqgan_load_official(tmp_path):
     torch.save(bad, path)
     with pytest.raises(ValueError, match=r"autoencoder_vq_f4\.pth.*quantize\.embedding\.weight"):
         vqgan.load_official(path, **SMALL_VQ)
+
+
+def test_vqgan_lean_inference_keeps_the_outputs_and_the_gradient():
+    """`lean` (channels-last, in-place activations without a gradient): the encode and decode of the official layer
+    order within float rounding (decode within 1/255), NCHW-contiguous outputs, and training still differentiates."""
+    torch.manual_seed(0)
+    lean = perturbed(ResShiftVQGAN(**SMALL_VQ)).eval()
+    plain = ResShiftVQGAN(**SMALL_VQ, lean=False).eval()
+    plain.load_state_dict(lean.state_dict())
+    assert lean.lean and not plain.lean
+    assert all(b.in_place for b in lean.modules() if isinstance(b, vqgan.ResnetBlock))
+    x = torch.rand(1, 3, 64, 48) * 2 - 1
+    with torch.no_grad():
+        z, z_plain = lean.encode(x), plain.encode(x)
+        torch.testing.assert_close(z, z_plain, atol=1e-4, rtol=1e-4)
+        y, y_plain = lean.decode(z_plain, force_not_quantize=True), plain.decode(z_plain, force_not_quantize=True)
+    assert z.is_contiguous() and y.is_contiguous() and y.shape == (1, 3, 64, 48)
+    assert (y - y_plain).abs().max() * 127.5 < 1.0 and y_plain.abs().mean() > 0.05
+    lean.train()
+    x.requires_grad_(True)
+    lean.decode(lean.encode(x), force_not_quantize=True).square().mean().backward()  # no in-place under autograd
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+LEAN_PEAK_SCRIPT = r"""
+import json, sys, torch
+torch.set_num_threads(1)
+from instantsr.nets.vqgan import ResShiftVQGAN
+from instantsr.timing import PeakMemory
+vq = ResShiftVQGAN(ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, n_embed=64, lean=sys.argv[1] == "1").eval()
+z = torch.randn(1, 3, 96, 96)  # decodes to 384 x 384: one 32-channel map is 18 MiB
+with torch.no_grad():
+    vq.decode(torch.randn(1, 3, 8, 8))  # first-call allocations before the baseline
+    with PeakMemory(torch.device("cpu")) as peak:  # the rise of VmHWM over the RSS at entry
+        vq.decode(z)
+json.dump({"growth_mib": peak.mib}, sys.stdout)
+"""
+
+
+def test_vqgan_lean_decode_peaks_lower():
+    """Peak RSS growth of a decode to 384 x 384 (fresh processes, `timing.PeakMemory`) is at least one
+    full-resolution map (18 MiB) lower when lean (measured: 9.1 maps plain, 5.7 lean, at 512 x 512)."""
+    import json
+    import subprocess
+    import sys
+
+    growth = {}
+    for lean in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", LEAN_PEAK_SCRIPT, lean], capture_output=True, text=True,
+                             check=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        growth[lean] = json.loads(out.stdout)["growth_mib"]
+    assert growth["1"] < growth["0"] - 18, growth

@@ -23,7 +23,8 @@ Maps = list[torch.Tensor]  # full feature maps on `store`, concatenated along ch
 
 
 class TiledUNetRunner:
-    """Runs a diffusers `UNet2DModel` (ResNet down/up blocks, optional attention) over tiles of `tile` px."""
+    """Runs a `nets.unet2d.UNet2D` (diffusers' UNet2DModel layout: ResNet down/up blocks, optional attention)
+    over tiles of `tile` px."""
 
     def __init__(self, unet: nn.Module, tile: int, store: torch.device | None = None,
                  on_tile: Callable[[int], object] | None = None):
@@ -113,9 +114,7 @@ class TiledUNetRunner:
         return apply
 
     def resnet(self, block: nn.Module, maps: Maps, temb: torch.Tensor) -> torch.Tensor:
-        """diffusers ResnetBlock2D (default time-embedding norm, no resampling)."""
-        if block.time_embedding_norm != "default" or block.upsample is not None or block.downsample is not None:
-            raise NotImplementedError("tiled execution supports the plain ResnetBlock2D only")
+        """unet2d.ResnetBlock2D."""
         t = block.time_emb_proj(block.nonlinearity(temb))[:, :, None, None]
         h = self.conv(block.conv1, maps, pre=self.group_norm_silu(block.norm1, maps), post=lambda y, box: y + t)
 
@@ -123,7 +122,7 @@ class TiledUNetRunner:
             x = self._crop(maps, *box)
             if block.conv_shortcut is not None:
                 x = block.conv_shortcut(x)
-            return (x + y) / block.output_scale_factor
+            return x + y
 
         return self.conv(block.conv2, [h], pre=self.group_norm_silu(block.norm2, [h]), post=shortcut)
 
@@ -134,11 +133,9 @@ class TiledUNetRunner:
     # ---- the network -------------------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, sample: torch.Tensor | Maps, timestep: torch.Tensor) -> torch.Tensor:
-        """UNet2DModel.forward(sample, timestep).sample, layer by layer in tiles. `sample` may be a list of maps
+        """UNet2D.forward(sample, timestep), layer by layer in tiles. `sample` may be a list of maps
         that the network sees concatenated along channels (concatenated one tile at a time, not whole)."""
         unet = self.unet
-        if unet.config.center_input_sample or unet.class_embedding is not None:
-            raise NotImplementedError("tiled execution does not support input centring or class embeddings")
         maps = [m.to(self.store) for m in (sample if isinstance(sample, (list, tuple)) else [sample])]
         self.size0 = maps[0].shape[-2]
         t = timestep.to(self.device).reshape(-1).expand(maps[0].shape[0])
@@ -153,8 +150,6 @@ class TiledUNetRunner:
                     h = self.attention(block.attentions[i], h)
                 skips.append(h)
             if block.downsamplers is not None:
-                if block.downsamplers[0].padding == 0:  # that variant pads right/bottom by hand
-                    raise NotImplementedError("tiled execution needs downsamplers with padding 1")
                 h = self.conv(block.downsamplers[0].conv, [h])
                 skips.append(h)
         mid = unet.mid_block

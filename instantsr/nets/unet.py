@@ -1,5 +1,7 @@
-"""A compact conditional UNet for our own models: diffusers `UNet2DModel` over the latent with the LR image
-concatenated as extra input channels (as ResShift's backbone sees it).
+"""A compact conditional UNet for our own models: diffusers' `UNet2DModel` (its plain-torch copy in
+`nets/unet2d.py`, the same weights) over the latent with the LR image concatenated as extra input channels (as
+ResShift's backbone sees it). It saves and loads as a diffusers folder without importing diffusers
+(`nets/folder.py`): an upscale with it starts in about the time of `import torch`.
 
 The backbone takes the already-scaled x_t; the wrapper that scales inputs lives with the diffusion
 (`instantsr.diffusion.resshift.ResShiftDenoiser`), following k-diffusion's split.
@@ -10,10 +12,10 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from diffusers import UNet2DModel
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
 from torch.nn import functional as F
+
+from .folder import FolderModule, register_to_config
+from .unet2d import UNet2D
 
 # Width presets: tiny is for tests (seconds on CPU); small is the shipped default; base/large for GPUs. tiny and
 # small have no attention at all, so time and memory grow linearly with the pixels (the mid-block attention was
@@ -30,8 +32,8 @@ UNET_PRESETS: dict[str, dict] = {
 }
 
 
-class ConditionalUNet(ModelMixin, ConfigMixin):
-    """UNet2DModel on concat(x_t, LR image at latent resolution [, extra channels]) -> latent."""
+class ConditionalUNet(FolderModule):
+    """UNet2D on concat(x_t, LR image at latent resolution [, extra channels]) -> latent."""
 
     @register_to_config
     def __init__(
@@ -46,18 +48,15 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         mid_attention: bool = True,  # global self-attention in the middle block: cost grows with the area squared
     ):
         super().__init__()
-        down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention_levels)
-        up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention_levels))
-        self.unet = UNet2DModel(
+        self.unet = UNet2D(
             in_channels=latent_channels + cond_channels + extra_channels,
             out_channels=latent_channels,
             block_out_channels=tuple(block_out_channels),
             layers_per_block=layers_per_block,
-            down_block_types=down,
-            up_block_types=up,
+            attention_levels=tuple(attention_levels),
             norm_num_groups=norm_num_groups,
             attention_head_dim=32,
-            add_attention=mid_attention,
+            mid_attention=mid_attention,
         )
         if extra_channels:
             with torch.no_grad():  # new inputs start with no effect, so a teacher's weights carry over exactly
@@ -116,7 +115,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
 
             # the input maps go in apart: the runner concatenates them per tile, not over the whole image
             return TiledUNetRunner(self.unet, *tiling)(self._input_maps(x, lq), t).to(x.device)
-        return self.unet(self._input(x, lq), t).sample
+        return self.unet(self._input(x, lq), t)
 
     def encoder_features(self, x: torch.Tensor, t_index: torch.Tensor, lq) -> torch.Tensor:
         """The output of the down and middle blocks: the features a discriminator head reads (RSD, DMD2)."""

@@ -18,21 +18,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .swin_unet import load_state_dict_checked, read_official_state_dict
+from .unet2d import Upsample2D as Upsample  # 2x nearest, then a 3x3 conv (`conv`): the official Upsample too
 
 __all__ = ["ResShiftVQGAN", "VectorQuantizer", "load_official"]
 
 
 def Normalize(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Downsample(nn.Module):
@@ -61,12 +53,17 @@ class ResnetBlock(nn.Module):
         if in_channels != out_channels:
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
 
+    in_place = False  # set by ResShiftVQGAN.lean: activations and the sum in place when no gradient is kept
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.nin_shortcut if self.in_channels != self.out_channels else None
+        if self.in_place and not torch.is_grad_enabled():  # the same numbers, one full-size map fewer at a time
+            h = self.conv1(F.silu(self.norm1(x), inplace=True))
+            h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
+            return h.add_(x if shortcut is None else shortcut(x))
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        if self.in_channels != self.out_channels:
-            x = self.nin_shortcut(x)
-        return x + h
+        return (x if shortcut is None else shortcut(x)) + h
 
 
 class AttnBlock(nn.Module):
@@ -238,6 +235,7 @@ class ResShiftVQGAN(nn.Module):
         resolution: int = 256,
         z_channels: int = 3,
         double_z: bool = False,
+        lean: bool = True,  # ours, not an official parameter: see `lean`
     ):
         super().__init__()
         self.config = dict(embed_dim=embed_dim, n_embed=n_embed, ch=ch, ch_mult=list(ch_mult),
@@ -252,6 +250,27 @@ class ResShiftVQGAN(nn.Module):
         self.quantize = VectorQuantizer(n_embed, embed_dim)
         self.quant_conv = nn.Conv2d(z_channels, embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
+        self.lean = lean
+
+    @property
+    def lean(self) -> bool:
+        """Channels-last activations (oneDNN's native layout: no reorder around each convolution) and in-place
+        activations at inference. On 2 CPU cores at full width: 5-10 % faster, and the peak memory of a decode
+        falls from about 7 to 5 full-resolution 128-channel maps, of an encode from 5 to 3
+        (docs/upscaling.md). Outputs move by up to 0.3/255 against the official layer order (another
+        summation order in the convolutions); False runs the layers exactly as the official code."""
+        return self._lean
+
+    @lean.setter
+    def lean(self, value: bool) -> None:
+        self._lean = bool(value)
+        for m in self.modules():
+            if isinstance(m, ResnetBlock):
+                m.in_place = self._lean
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        exporting = getattr(torch.compiler, "is_exporting", lambda: False)()  # an ONNX graph stays NCHW
+        return x.contiguous(memory_format=torch.channels_last) if self._lean and not exporting else x
 
     @classmethod
     def from_official_config(cls, params: Mapping) -> ResShiftVQGAN:
@@ -261,12 +280,12 @@ class ResShiftVQGAN(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Image ``N x 3 x H x W`` in [-1, 1] -> pre-quantisation latent ``N x embed_dim x H/4 x W/4``."""
-        return self.quant_conv(self.encoder(x))
+        return self.quant_conv(self.encoder(self._layout(x))).contiguous()
 
     def decode(self, h: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
         """Latent -> image in (about) [-1, 1]; quantises to the codebook first unless ``force_not_quantize``."""
         quant = h if force_not_quantize else self.quantize(h)
-        return self.decoder(self.post_quant_conv(quant))
+        return self.decoder(self.post_quant_conv(self._layout(quant))).contiguous()
 
     def forward(self, x: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
         return self.decode(self.encode(x), force_not_quantize)
