@@ -255,7 +255,7 @@ class ResShiftVQGAN(nn.Module):
     @property
     def lean(self) -> bool:
         """Channels-last activations (oneDNN's native layout: no reorder around each convolution) and in-place
-        activations at inference. On 2 CPU cores at full width: 5-10 % faster, and the peak memory of a decode
+        activations at inference. On 2 CPU cores at full width: 10-15 % faster, and the peak memory of a decode
         falls from about 7 to 5 full-resolution 128-channel maps, of an encode from 5 to 3
         (docs/upscaling.md). Outputs move by up to 0.3/255 against the official layer order (another
         summation order in the convolutions); False runs the layers exactly as the official code."""
