@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from .unet2d import timestep_embedding  # [cos | sin], guided-diffusion's order (and diffusers' flipped one)
+
 __all__ = ["ResShiftSwinUNet", "load_official", "read_official_state_dict", "load_state_dict_checked"]
 
 
@@ -40,17 +42,6 @@ class GroupNorm32(nn.GroupNorm):
 
 def normalization(channels: int) -> GroupNorm32:
     return GroupNorm32(32, channels)
-
-
-def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
-    """Sinusoidal embedding ``[cos | sin]`` (guided-diffusion order), ``N -> N x dim``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
-    args = timesteps[:, None].float() * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-    return emb
 
 
 # ----------------------------------------------------------------------------- UNet blocks (models/unet.py)

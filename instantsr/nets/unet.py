@@ -108,14 +108,13 @@ class ConditionalUNet(FolderModule):
         return TiledUNetRunner(self.unet, tile).num_tiles(size)
 
     def forward(self, x: torch.Tensor, t_index: torch.Tensor, lq) -> torch.Tensor:
-        t = t_index.expand(x.shape[0]) if t_index.ndim == 0 else t_index
         tiling = getattr(self, "_tiling", None)
         if tiling is not None and max(x.shape[-2:]) > tiling[0] and not torch.is_grad_enabled():
             from instantsr.nets.tiled_unet import TiledUNetRunner
 
             # the input maps go in apart: the runner concatenates them per tile, not over the whole image
-            return TiledUNetRunner(self.unet, *tiling)(self._input_maps(x, lq), t).to(x.device)
-        return self.unet(self._input(x, lq), t)
+            return TiledUNetRunner(self.unet, *tiling)(self._input_maps(x, lq), t_index).to(x.device)
+        return self.unet(self._input(x, lq), t_index)  # a scalar t_index is broadcast over the batch there
 
     def encoder_features(self, x: torch.Tensor, t_index: torch.Tensor, lq) -> torch.Tensor:
         """The output of the down and middle blocks: the features a discriminator head reads (RSD, DMD2)."""

@@ -19,7 +19,8 @@ from torch.nn import functional as F
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """diffusers' `get_timestep_embedding(t, dim, flip_sin_to_cos=True, downscale_freq_shift=0)`: [cos, sin]."""
+    """Sinusoidal embedding ``[cos | sin]``, ``N -> N x dim``: diffusers' `get_timestep_embedding(t, dim,
+    flip_sin_to_cos=True, downscale_freq_shift=0)` and guided-diffusion's (the official Swin-UNet's) alike."""
     half = dim // 2
     exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
     emb = t[:, None].float() * torch.exp(exponent)[None, :]
@@ -77,7 +78,7 @@ class Attention(nn.Module):
         self.to_q, self.to_k, self.to_v = (nn.Linear(channels, inner) for _ in range(3))
         self.to_out = nn.ModuleList([nn.Linear(inner, channels), nn.Dropout(0.0)])
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         tokens = self.group_norm(x).reshape(n, c, h * w).transpose(1, 2)
 
