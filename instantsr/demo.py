@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from .evaluate import bicubic_baseline  # noqa: E402
 from .io import read_image, save_image  # noqa: E402
-from .pipeline import FILE_ERRORS, Upscaler, failure_line  # noqa: E402
+from .pipeline import FILE_ERRORS, Upscaler, default_device, default_dtype, failure_line  # noqa: E402
 
 # system fonts only: the default theme would fetch Google's
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
@@ -31,7 +31,7 @@ class Models:
     """Upscalers loaded once per (model, device): 'default', a model folder, or an .onnx file."""
 
     def __init__(self, device: str | None = None):
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device(device)
         self._loaded: dict[str, object] = {}
 
     def get(self, spec: str):
@@ -44,8 +44,8 @@ class Models:
                     raise FileNotFoundError(f"{spec}: no such ONNX file")
                 self._loaded[spec] = OnnxUpscaler(spec)
             else:
-                dtype = "fp16" if self.device.startswith("cuda") else "fp32"
-                self._loaded[spec] = Upscaler.from_pretrained(None if spec == "default" else spec, self.device, dtype)
+                self._loaded[spec] = Upscaler.from_pretrained(None if spec == "default" else spec, self.device,
+                                                              default_dtype(self.device))
         return self._loaded[spec]
 
 

@@ -70,6 +70,16 @@ def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r}; choose fp32, fp16 or bf16") from None
 
 
+def default_device(device: str | None = None) -> str:
+    """The device asked for; else CUDA where there is a GPU, the CPU otherwise."""
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: str, dtype: str | None = None) -> str:
+    """The dtype asked for; else fp16 on a GPU (half the memory, twice the speed), fp32 on the CPU."""
+    return dtype or ("fp16" if device.startswith("cuda") else "fp32")
+
+
 def resolve_model_path(path_or_default: str | Path | None = None) -> Path:
     """The model folder: the given one (or a run folder's model/), or the one shipped in the package for None /
     'default'."""

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from instantsr.nets import swin_unet, vqgan
 from instantsr.nets.swin_unet import ResShiftSwinUNet
@@ -244,7 +245,9 @@ import json, sys, torch
 torch.set_num_threads(1)
 from instantsr.nets.vqgan import ResShiftVQGAN
 from instantsr.timing import PeakMemory
-vq = ResShiftVQGAN(ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, n_embed=64, lean=sys.argv[1] == "1").eval()
+vq = ResShiftVQGAN(ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, n_embed=64, lean=sys.argv[1] != "plain").eval()
+vq.stream_above_mib = 0 if sys.argv[1] == "strips" else float("inf")
+vq.strip_mib = 1  # strips of 10 rows at the top level (64 channels x 384 wide)
 z = torch.randn(1, 3, 96, 96)  # decodes to 384 x 384: one 32-channel map is 18 MiB
 with torch.no_grad():
     vq.decode(torch.randn(1, 3, 8, 8))  # first-call allocations before the baseline
@@ -254,16 +257,75 @@ json.dump({"growth_mib": peak.mib}, sys.stdout)
 """
 
 
-def test_vqgan_lean_decode_peaks_lower():
-    """Peak RSS growth of a decode to 384 x 384 (fresh processes, `timing.PeakMemory`) is at least one
-    full-resolution map (18 MiB) lower when lean (measured: 9.1 maps plain, 5.7 lean, at 512 x 512)."""
+def test_vqgan_lean_decode_peaks_lower_and_row_strips_lower_still():
+    """Peak RSS growth of a decode to 384 x 384 (fresh processes, `timing.PeakMemory`): at least one
+    full-resolution map (18 MiB) lower when lean (measured: 9.1 maps plain, 5.7 lean, at 512 x 512), and two
+    more lower in row strips (about 2.5 maps: two whole 32-channel maps plus strips)."""
     import json
     import subprocess
     import sys
 
     growth = {}
-    for lean in ("0", "1"):
-        out = subprocess.run([sys.executable, "-c", LEAN_PEAK_SCRIPT, lean], capture_output=True, text=True,
+    for mode in ("plain", "lean", "strips"):
+        out = subprocess.run([sys.executable, "-c", LEAN_PEAK_SCRIPT, mode], capture_output=True, text=True,
                              check=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-        growth[lean] = json.loads(out.stdout)["growth_mib"]
-    assert growth["1"] < growth["0"] - 18, growth
+        growth[mode] = json.loads(out.stdout)["growth_mib"]
+    assert growth["lean"] < growth["plain"] - 18, growth
+    assert growth["strips"] < growth["lean"] - 2 * 18, growth
+
+
+@pytest.mark.parametrize("ch_mult", [(1, 2, 4), (2, 2, 4)])  # (2, 2, 4): the encoder's top block has a shortcut
+def test_vqgan_row_strips_equal_the_whole_computation(ch_mult, monkeypatch):
+    """Encode and decode with every level in row strips (strips of 2 to 9 rows; a batch of two; heights the
+    strips do not divide) equal the whole computation within float rounding."""
+    from instantsr.nets import row_strips
+
+    calls = []
+    monkeypatch.setattr(vqgan, "resnet_block_in_strips",
+                        lambda *a: calls.append(a[2]) or row_strips.resnet_block_in_strips(*a))
+    torch.manual_seed(0)
+    vq = perturbed(ResShiftVQGAN(ch=32, ch_mult=ch_mult, num_res_blocks=2, n_embed=64)).eval()
+    for shape in ((1, 3, 52, 44), (2, 3, 36, 28)):
+        x = torch.rand(*shape) * 2 - 1
+        with torch.no_grad():
+            vq.stream_above_mib = float("inf")
+            assert vq._strip_mib_for(x, *shape[2:]) is None
+            z, y = vq.encode(x), vq.decode(vq.encode(x), force_not_quantize=True)
+            assert not calls
+            vq.stream_above_mib = 0
+            for strip_mib in (1e-9, 0.02, 0.1):
+                vq.strip_mib = strip_mib
+                torch.testing.assert_close(vq.encode(x), z, atol=2e-5, rtol=0)
+                torch.testing.assert_close(vq.decode(z, force_not_quantize=True), y, atol=2e-5, rtol=0)
+                n_blocks = sorted(calls)
+                assert n_blocks.count(shape[2]) == 2 + 3  # the full-resolution level: encoder, decoder
+                calls.clear()
+        assert y.abs().mean() > 0.1
+    assert vq._strip_mib_for(x, 52, 44) is None  # autograd on: the official graph
+    with torch.no_grad():
+        vq.lean = False
+        assert vq._strip_mib_for(x, 52, 44) is None
+
+
+def test_row_strip_layers_match_torch():
+    """The strip functions against torch's layers: GroupNorm statistics (also off-centre data, where they are
+    more accurate than channels-last GroupNorm in float32), the 3x3 convolution, the stride-2 downsampling on
+    an odd height."""
+    from instantsr.nets import row_strips
+
+    torch.manual_seed(0)
+    x = (torch.randn(2, 64, 37, 20) * 3 + 50).contiguous(memory_format=torch.channels_last)
+    norm = torch.nn.GroupNorm(32, 64, eps=1e-6)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    scale, shift = row_strips.group_norm_affine(norm, row_strips.slice_reader(x), 37, 5)
+    exact = F.group_norm(x.double(), 32, norm.weight.double(), norm.bias.double(), 1e-6)
+    assert (x * scale + shift - exact).abs().max() < 1e-4
+    conv = torch.nn.Conv2d(64, 16, 3, padding=1)
+    down = torch.nn.Conv2d(64, 64, 3, stride=2)
+    with torch.no_grad():
+        strips = torch.cat([row_strips.conv3x3_rows(conv, row_strips.slice_reader(x), 37, a, b)
+                            for a, b in row_strips.row_spans(37, 4)], 2)
+        torch.testing.assert_close(strips, conv(x), atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(row_strips.downsample_in_strips(down, x, 5), down(F.pad(x, (0, 1, 0, 1))),
+                                   atol=1e-4, rtol=1e-5)

@@ -54,14 +54,14 @@ def run(args) -> None:
     from ..bench import bicubic_candidate, parse_model_spec, realesrgan_candidate
     from ..compare import compare_photos, parse_window
     from ..io import list_images
-    from ..pipeline import Upscaler, parse_dtype
+    from ..pipeline import Upscaler, default_device, default_dtype, parse_dtype
 
     windows = [parse_window(text) for text in args.crop or ()]
     photos = list_images(src) if src.is_dir() else [src]
     if not photos:
         raise ValueError(f"{src}: no image files in this folder")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    device = default_device(args.device)
+    dtype = default_dtype(device, args.dtype)
     models = {}
     for spec in args.model or ["instantsr=default"]:
         name, path = ("instantsr", None) if spec == "instantsr=default" else parse_model_spec(spec)

@@ -151,7 +151,7 @@ def _prepare(args, src: Path):
     import torch
 
     from ..io import IMAGE_SUFFIXES, list_images
-    from ..pipeline import Upscaler, output_path
+    from ..pipeline import Upscaler, default_device, default_dtype, output_path
 
     if not args.onnx:  # onnxruntime's devices are its providers, checked when the graph loads
         check_device(args.device)
@@ -174,7 +174,7 @@ def _prepare(args, src: Path):
     # rank and device; each takes files[rank::world_size]. Alone: no process group at all.
     state = _process_state(args.device) if launched_world_size() > 1 else None
     if state is None:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = default_device(args.device)
     elif args.device is None or (args.device == "cuda" and state.device.type == "cuda"):
         device = str(state.device)  # this process's own GPU (cuda:LOCAL_RANK), or cpu
     else:
@@ -184,8 +184,7 @@ def _prepare(args, src: Path):
 
         upscaler = OnnxUpscaler(args.onnx, device=args.device if state is None else device)
     else:
-        dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
-        upscaler = Upscaler.from_pretrained(args.model, device=device, dtype=dtype)
+        upscaler = Upscaler.from_pretrained(args.model, device=device, dtype=default_dtype(device, args.dtype))
     if args.scale is not None and args.scale != upscaler.scale:
         raise ValueError(f"model {upscaler.name} upscales x{upscaler.scale}; -s {args.scale} is not supported by it")
     check_model_options(upscaler, args)

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .row_strips import (conv3x3_rows, downsample_in_strips, group_norm_affine, resnet_block_in_strips,
+                         row_spans, slice_reader)
 from .swin_unet import load_state_dict_checked, read_official_state_dict
 from .unet2d import Upsample2D as Upsample  # 2x nearest, then a 3x3 conv (`conv`): the official Upsample too
 
@@ -138,15 +140,18 @@ class Encoder(nn.Module):
         self.norm_out = Normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, 2 * z_channels if double_z else z_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, strip_mib: float | None = None) -> torch.Tensor:
+        """``strip_mib``: run each level (blocks, then downsampling) in row strips of about this size (`row_strips`:
+        the same numbers, two of the level's maps alive instead of three or more)."""
         h = self.conv_in(x)
         for i, level in enumerate(self.down):
+            rows = _strip_rows(strip_mib, level, h)
             for j, blk in enumerate(level.block):
-                h = blk(h)
+                h = blk(h) if rows is None else resnet_block_in_strips(blk, h, h.shape[2], rows)
                 if len(level.attn) > 0:
                     h = level.attn[j](h)
             if i != len(self.down) - 1:
-                h = level.downsample(h)
+                h = level.downsample(h) if rows is None else downsample_in_strips(level.downsample.conv, h, rows)
         h = self.mid(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -179,17 +184,58 @@ class Decoder(nn.Module):
         self.norm_out = Normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, strip_mib: float | None = None) -> torch.Tensor:
+        """``strip_mib``: run each upsampling and the level above it in row strips of about this size
+        (`row_strips`: the same numbers; the upsampled map never exists whole, two of a level's maps at most are
+        alive)."""
         h = self.mid(self.conv_in(z))
+        rows = None  # the rows per strip of the level being run (None: whole)
         for i in reversed(range(len(self.up))):
             level = self.up[i]
-            for j, blk in enumerate(level.block):
-                h = blk(h)
-                if len(level.attn) > 0:
-                    h = level.attn[j](h)
+            if rows is None:
+                for j, blk in enumerate(level.block):
+                    h = blk(h)
+                    if len(level.attn) > 0:
+                        h = level.attn[j](h)
+            else:  # h is the level below's output: its upsampling is computed again strip by strip when read
+                h = self._upsampled_level_in_strips(self.up[i + 1].upsample.conv, h, level, rows)
             if i != 0:
-                h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+                rows = _strip_rows(strip_mib, self.up[i - 1], h, scale=2)
+                if rows is None:
+                    h = level.upsample(h)
+        if rows is None:
+            return self.conv_out(F.silu(self.norm_out(h)))
+        height = h.shape[2]
+        scale, shift = group_norm_affine(self.norm_out, slice_reader(h), height, rows)
+        out = lambda a, b: F.silu(torch.addcmul(shift, h[:, :, a:b], scale))  # noqa: E731
+        return torch.cat([conv3x3_rows(self.conv_out, out, height, a, b) for a, b in row_spans(height, rows)], 2)
+
+    @staticmethod
+    def _upsampled_level_in_strips(up_conv: nn.Conv2d, low: torch.Tensor, level: nn.Module, rows: int
+                                   ) -> torch.Tensor:
+        """``level``'s blocks on ``up_conv(nearest_2x(low))``."""
+        height = 2 * low.shape[2]
+
+        def upsampled(a: int, b: int) -> torch.Tensor:  # rows [a, b) of the nearest 2x upsampling of `low`
+            rows_2x = F.interpolate(low[:, :, a // 2:(b + 1) // 2], scale_factor=2.0, mode="nearest")
+            return rows_2x[:, :, a % 2:a % 2 + b - a]
+
+        h = lambda a, b: conv3x3_rows(up_conv, upsampled, height, a, b)  # noqa: E731
+        for blk in level.block:
+            h = resnet_block_in_strips(blk, h, height, rows)
+        return h
+
+
+def _strip_rows(strip_mib: float | None, level: nn.Module, x: torch.Tensor, scale: int = 1) -> int | None:
+    """Rows per strip for ``level`` run on ``x`` (``scale``: upsampled first) with about ``strip_mib`` of its
+    widest map per strip; None (run it whole) without ``strip_mib``, for a level with attention (global), or
+    where one strip would hold the whole map."""
+    if strip_mib is None or len(level.attn) > 0:
+        return None
+    n, c, height, width = x.shape
+    widest = max(c, level.block[0].out_channels)
+    rows = max(2, int(strip_mib * 2**20 // (n * widest * width * scale * x.element_size())))
+    return rows if rows < height * scale else None
 
 
 class VectorQuantizer(nn.Module):
@@ -257,8 +303,10 @@ class ResShiftVQGAN(nn.Module):
         """Channels-last activations (oneDNN's native layout: no reorder around each convolution) and in-place
         activations at inference. On 2 CPU cores at full width: 10-15 % faster, and the peak memory of a decode
         falls from about 7 to 5 full-resolution 128-channel maps, of an encode from 5 to 3
-        (docs/upscaling.md). Outputs move by up to 0.3/255 against the official layer order (another
-        summation order in the convolutions); False runs the layers exactly as the official code."""
+        (docs/upscaling.md). Where a full-resolution map would exceed `stream_above_mib`, every level without
+        attention also runs in row strips (`row_strips`: exact, two of a level's maps alive; a 2048 x 2048
+        decode's peak falls from about 10 GiB to 4). Outputs move by up to 0.3/255 against the official layer
+        order (another summation order in the convolutions); False runs the layers exactly as the official code."""
         return self._lean
 
     @lean.setter
@@ -267,6 +315,18 @@ class ResShiftVQGAN(nn.Module):
         for m in self.modules():
             if isinstance(m, ResnetBlock):
                 m.in_place = self._lean
+
+    stream_above_mib = 512  # inference runs the levels in row strips when a full-resolution map is larger
+    strip_mib = 64  # about this much of a level's widest map per strip
+
+    def _strip_mib_for(self, x: torch.Tensor, height: int, width: int) -> float | None:
+        """`strip_mib` where a full-resolution map of ``height x width`` is over `stream_above_mib` (else None:
+        whole maps). Only for lean inference: training keeps the official graph."""
+        exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+        if not self._lean or self.training or torch.is_grad_enabled() or exporting:
+            return None
+        full_map = x.shape[0] * self.config["ch"] * self.config["ch_mult"][0] * height * width * x.element_size()
+        return self.strip_mib if full_map > self.stream_above_mib * 2**20 else None
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         exporting = getattr(torch.compiler, "is_exporting", lambda: False)()  # an ONNX graph stays NCHW
@@ -280,12 +340,15 @@ class ResShiftVQGAN(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Image ``N x 3 x H x W`` in [-1, 1] -> pre-quantisation latent ``N x embed_dim x H/4 x W/4``."""
-        return self.quant_conv(self.encoder(self._layout(x))).contiguous()
+        strip_mib = self._strip_mib_for(x, x.shape[2], x.shape[3])
+        return self.quant_conv(self.encoder(self._layout(x), strip_mib)).contiguous()
 
     def decode(self, h: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
         """Latent -> image in (about) [-1, 1]; quantises to the codebook first unless ``force_not_quantize``."""
         quant = h if force_not_quantize else self.quantize(h)
-        return self.decoder(self.post_quant_conv(self._layout(quant))).contiguous()
+        f = self.downsample_factor
+        strip_mib = self._strip_mib_for(quant, quant.shape[2] * f, quant.shape[3] * f)
+        return self.decoder(self.post_quant_conv(self._layout(quant)), strip_mib).contiguous()
 
     def forward(self, x: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
         return self.decode(self.encode(x), force_not_quantize)
