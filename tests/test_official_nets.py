@@ -240,6 +240,10 @@ def test_vqgan_lean_inference_keeps_the_outputs_and_the_gradient():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+# glibc raises its mmap threshold as big blocks are freed and then keeps blocks of this size in its heap, so a
+# peak RSS would vary by tens of MiB from run to run (7.2-11.6 maps plain); a fixed threshold returns each freed
+# map to the system, and the peak is the tensors' (within 0.5 MiB over four runs)
+FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 LEAN_PEAK_SCRIPT = r"""
 import json, sys, torch
 torch.set_num_threads(1)
@@ -259,8 +263,8 @@ json.dump({"growth_mib": peak.mib}, sys.stdout)
 
 def test_vqgan_lean_decode_peaks_lower_and_row_strips_lower_still():
     """Peak RSS growth of a decode to 384 x 384 (fresh processes, `timing.PeakMemory`): at least one
-    full-resolution map (18 MiB) lower when lean (measured: 9.1 maps plain, 5.7 lean, at 512 x 512), and two
-    more lower in row strips (about 2.5 maps: two whole 32-channel maps plus strips)."""
+    full-resolution map (18 MiB) lower when lean, one and a half more lower in row strips, and under 3.5 maps
+    there (measured: 7.2 maps plain, 5.2 lean, 2.9 in strips)."""
     import json
     import subprocess
     import sys
@@ -268,10 +272,10 @@ def test_vqgan_lean_decode_peaks_lower_and_row_strips_lower_still():
     growth = {}
     for mode in ("plain", "lean", "strips"):
         out = subprocess.run([sys.executable, "-c", LEAN_PEAK_SCRIPT, mode], capture_output=True, text=True,
-                             check=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                             check=True, env={**__import__("os").environ, **FIXED_MALLOC, "OMP_NUM_THREADS": "1"})
         growth[mode] = json.loads(out.stdout)["growth_mib"]
     assert growth["lean"] < growth["plain"] - 18, growth
-    assert growth["strips"] < growth["lean"] - 2 * 18, growth
+    assert growth["strips"] < growth["lean"] - 1.5 * 18 and growth["strips"] < 3.5 * 18, growth
 
 
 @pytest.mark.parametrize("ch_mult", [(1, 2, 4), (2, 2, 4)])  # (2, 2, 4): the encoder's top block has a shortcut
@@ -310,7 +314,7 @@ def test_vqgan_row_strips_equal_the_whole_computation(ch_mult, monkeypatch):
 def test_row_strip_layers_match_torch():
     """The strip functions against torch's layers: GroupNorm statistics (also off-centre data, where they are
     more accurate than channels-last GroupNorm in float32), the 3x3 convolution, the stride-2 downsampling on
-    an odd height."""
+    an odd height, the nearest 2x upsampling and 3x3 convolution as four 2x2 phase kernels (any row range)."""
     from instantsr.nets import row_strips
 
     torch.manual_seed(0)
@@ -329,3 +333,9 @@ def test_row_strip_layers_match_torch():
         torch.testing.assert_close(strips, conv(x), atol=1e-4, rtol=1e-5)
         torch.testing.assert_close(row_strips.downsample_in_strips(down, x, 5), down(F.pad(x, (0, 1, 0, 1))),
                                    atol=1e-4, rtol=1e-5)
+        up = torch.nn.Conv2d(64, 16, 3, padding=1)
+        kernels = row_strips.upsample_phase_kernels(up)
+        upsampled = up(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        for a, b in [(0, 74), (0, 1), (5, 6), (7, 20), (33, 74), (73, 74)]:  # every parity at both ends, the edges
+            torch.testing.assert_close(row_strips.upsample_conv_rows(kernels, up.bias, x, a, b), upsampled[:, :, a:b],
+                                       atol=1e-4, rtol=1e-5)

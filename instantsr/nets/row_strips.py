@@ -1,11 +1,12 @@
-"""Full-resolution layers evaluated in row strips: the numbers of running them whole, without the whole maps.
+"""Large-map layers evaluated in row strips: the numbers of running them whole, without the whole maps.
 
 The VQ-f4 autoencoder's top level works at the output resolution: at 2048 x 2048 one of its 128-channel maps
-is 2 GiB, and the decoder's last upsampling makes a 256-channel one of 4 GiB. Run whole, a decode peaks near
-12 GB. These functions compute the same layers a band of rows at a time. A 3x3 convolution reads one halo row
-above and below its strip. A GroupNorm first gathers its statistics over all strips (in float64), then
-normalises each strip with them. So the result equals the whole computation up to float summation order, not
-an approximation: no tile seams, no per-tile statistics.
+is 2 GiB, and the decoder's last upsampling makes a 256-channel one of 4 GiB; run whole, a 512x512 LR photo
+peaks near 12 GB. These functions compute the same layers a band of rows at a time. A 3x3 convolution reads one
+halo row above and below its strip. A GroupNorm first gathers its statistics over all strips (merged in
+float64), then normalises each strip with them. So the result equals the whole computation up to float
+summation order, not an approximation: no tile seams, no per-tile statistics. `upsample_phase_kernels` also
+serves whole maps: a nearest 2x upsampling and 3x3 convolution in 4 taps per pixel instead of 9.
 
 A *reader* ``read(a, b)`` returns rows ``[a, b)`` of a map (``0 <= a < b <= height``): a slice of a tensor, or
 rows computed on demand from a smaller map (the decoder's upsampling), so the big input never exists whole.
@@ -22,8 +23,8 @@ import torch.nn.functional as F
 Reader = Callable[[int, int], torch.Tensor]
 Affine = tuple[torch.Tensor, torch.Tensor]  # per-channel (scale, shift), N x C x 1 x 1
 
-__all__ = ["row_spans", "slice_reader", "group_norm_affine", "conv3x3_rows", "resnet_block_in_strips",
-           "downsample_in_strips"]
+__all__ = ["row_spans", "slice_reader", "group_norm_affine", "conv3x3_rows", "upsample_phase_kernels",
+           "upsample_conv_rows", "resnet_block_in_strips", "downsample_in_strips"]
 
 
 def row_spans(height: int, rows: int) -> list[tuple[int, int]]:
@@ -69,6 +70,36 @@ def conv3x3_rows(conv: nn.Conv2d, read: Reader, height: int, a: int, b: int) -> 
     lo, hi = max(a - 1, 0), min(b + 1, height)
     x = F.pad(read(lo, hi), (0, 0, lo - (a - 1), (b + 1) - hi))
     return F.conv2d(x, conv.weight, conv.bias, padding=(0, 1))
+
+
+def upsample_phase_kernels(conv: nn.Conv2d) -> dict[tuple[int, int], torch.Tensor]:
+    """A nearest 2x upsampling followed by the 3x3, padding-1 ``conv``, as four 2x2 kernels on the small map, one
+    per output phase (row parity p, column parity q): 4 taps per output pixel instead of 9. Output row 2i reads
+    small rows i-1 (the kernel's top row) and i (its middle and bottom rows summed); row 2i+1 reads rows i (top
+    and middle summed) and i+1 (bottom); columns alike. The same sums, in another order."""
+    w = conv.weight
+
+    def halves(k: torch.Tensor, dim: int, parity: int) -> torch.Tensor:
+        a, b, c = k.unbind(dim)
+        return torch.stack((a, b + c) if parity == 0 else (a + b, c), dim)
+
+    return {(p, q): halves(halves(w, 2, p), 3, q).contiguous(memory_format=torch.channels_last)
+            for p in (0, 1) for q in (0, 1)}
+
+
+def upsample_conv_rows(kernels: dict[tuple[int, int], torch.Tensor], bias: torch.Tensor | None, low: torch.Tensor,
+                       a: int, b: int) -> torch.Tensor:
+    """Rows ``[a, b)`` of ``conv(nearest_2x(low))`` from `upsample_phase_kernels` (``0 <= a < b <= 2 * height``)."""
+    n, _, height, width = low.shape
+    i0, i1 = a // 2, (b + 1) // 2  # the small rows whose outputs cover [a, b)
+    lo, hi = max(i0 - 1, 0), min(i1 + 1, height)
+    x = F.pad(low[:, :, lo:hi], (1, 1, lo - (i0 - 1), (i1 + 1) - hi))  # small rows i0-1 .. i1, zeros beyond
+    channels = kernels[0, 0].shape[0]
+    out = torch.empty((n, channels, 2 * (i1 - i0), 2 * width), dtype=low.dtype, device=low.device,
+                      memory_format=torch.channels_last)
+    for (p, q), k in kernels.items():
+        out[:, :, p::2, q::2] = F.conv2d(x[:, :, p:p + i1 - i0 + 1, q:q + width + 1], k, bias)
+    return out[:, :, a - 2 * i0:b - 2 * i0]
 
 
 def resnet_block_in_strips(block: nn.Module, x: torch.Tensor | Reader, height: int, rows: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .row_strips import (conv3x3_rows, downsample_in_strips, group_norm_affine, resnet_block_in_strips,
-                         row_spans, slice_reader)
+                         row_spans, slice_reader, upsample_conv_rows, upsample_phase_kernels)
 from .swin_unet import load_state_dict_checked, read_official_state_dict
 from .unet2d import Upsample2D as Upsample  # 2x nearest, then a 3x3 conv (`conv`): the official Upsample too
 
@@ -184,10 +184,12 @@ class Decoder(nn.Module):
         self.norm_out = Normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
 
-    def forward(self, z: torch.Tensor, strip_mib: float | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, strip_mib: float | None = None, phase_upsample: bool = False
+                ) -> torch.Tensor:
         """``strip_mib``: run each upsampling and the level above it in row strips of about this size
         (`row_strips`: the same numbers; the upsampled map never exists whole, two of a level's maps at most are
-        alive)."""
+        alive). ``phase_upsample``: upsample with `upsample_phase_kernels` (4 taps per pixel instead of 9; strips
+        always do)."""
         h = self.mid(self.conv_in(z))
         rows = None  # the rows per strip of the level being run (None: whole)
         for i in reversed(range(len(self.up))):
@@ -201,7 +203,10 @@ class Decoder(nn.Module):
                 h = self._upsampled_level_in_strips(self.up[i + 1].upsample.conv, h, level, rows)
             if i != 0:
                 rows = _strip_rows(strip_mib, self.up[i - 1], h, scale=2)
-                if rows is None:
+                if rows is None and phase_upsample:
+                    conv = level.upsample.conv
+                    h = upsample_conv_rows(upsample_phase_kernels(conv), conv.bias, h, 0, 2 * h.shape[2])
+                elif rows is None:
                     h = level.upsample(h)
         if rows is None:
             return self.conv_out(F.silu(self.norm_out(h)))
@@ -215,12 +220,8 @@ class Decoder(nn.Module):
                                    ) -> torch.Tensor:
         """``level``'s blocks on ``up_conv(nearest_2x(low))``."""
         height = 2 * low.shape[2]
-
-        def upsampled(a: int, b: int) -> torch.Tensor:  # rows [a, b) of the nearest 2x upsampling of `low`
-            rows_2x = F.interpolate(low[:, :, a // 2:(b + 1) // 2], scale_factor=2.0, mode="nearest")
-            return rows_2x[:, :, a % 2:a % 2 + b - a]
-
-        h = lambda a, b: conv3x3_rows(up_conv, upsampled, height, a, b)  # noqa: E731
+        kernels = upsample_phase_kernels(up_conv)
+        h = lambda a, b: upsample_conv_rows(kernels, up_conv.bias, low, a, b)  # noqa: E731
         for blk in level.block:
             h = resnet_block_in_strips(blk, h, height, rows)
         return h
@@ -303,7 +304,9 @@ class ResShiftVQGAN(nn.Module):
         """Channels-last activations (oneDNN's native layout: no reorder around each convolution) and in-place
         activations at inference. On 2 CPU cores at full width: 10-15 % faster, and the peak memory of a decode
         falls from about 7 to 5 full-resolution 128-channel maps, of an encode from 5 to 3
-        (docs/upscaling.md). Where a full-resolution map would exceed `stream_above_mib`, every level without
+        (docs/upscaling.md). The decoder's upsamplings run as four 2x2 phase convolutions on the smaller map
+        (`row_strips.upsample_phase_kernels`: 4 taps per pixel instead of 9, about 1.8x faster, no 4x-sized
+        interpolated copy). Where a full-resolution map would exceed `stream_above_mib`, every level without
         attention also runs in row strips (`row_strips`: exact, two of a level's maps alive; a 2048 x 2048
         decode's peak falls from about 10 GiB to 4). Outputs move by up to 0.3/255 against the official layer
         order (another summation order in the convolutions); False runs the layers exactly as the official code."""
@@ -319,11 +322,15 @@ class ResShiftVQGAN(nn.Module):
     stream_above_mib = 512  # inference runs the levels in row strips when a full-resolution map is larger
     strip_mib = 64  # about this much of a level's widest map per strip
 
+    def _lean_inference(self) -> bool:
+        """Lean, in eval mode, without autograd, not exporting: training and ONNX keep the official graph."""
+        exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+        return self._lean and not self.training and not torch.is_grad_enabled() and not exporting
+
     def _strip_mib_for(self, x: torch.Tensor, height: int, width: int) -> float | None:
         """`strip_mib` where a full-resolution map of ``height x width`` is over `stream_above_mib` (else None:
-        whole maps). Only for lean inference: training keeps the official graph."""
-        exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
-        if not self._lean or self.training or torch.is_grad_enabled() or exporting:
+        whole maps), in lean inference."""
+        if not self._lean_inference():
             return None
         full_map = x.shape[0] * self.config["ch"] * self.config["ch_mult"][0] * height * width * x.element_size()
         return self.strip_mib if full_map > self.stream_above_mib * 2**20 else None
@@ -348,7 +355,7 @@ class ResShiftVQGAN(nn.Module):
         quant = h if force_not_quantize else self.quantize(h)
         f = self.downsample_factor
         strip_mib = self._strip_mib_for(quant, quant.shape[2] * f, quant.shape[3] * f)
-        return self.decoder(self.post_quant_conv(self._layout(quant)), strip_mib).contiguous()
+        return self.decoder(self.post_quant_conv(self._layout(quant)), strip_mib, self._lean_inference()).contiguous()
 
     def forward(self, x: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
         return self.decode(self.encode(x), force_not_quantize)
