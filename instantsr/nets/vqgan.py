@@ -302,7 +302,7 @@ class ResShiftVQGAN(nn.Module):
     @property
     def lean(self) -> bool:
         """Channels-last activations (oneDNN's native layout: no reorder around each convolution) and in-place
-        activations at inference. On 2 CPU cores at full width: 10-15 % faster, and the peak memory of a decode
+        activations at inference. On 2 CPU cores at full width: 15-20 % faster, and the peak memory of a decode
         falls from about 7 to 5 full-resolution 128-channel maps, of an encode from 5 to 3
         (docs/upscaling.md). The decoder's upsamplings run as four 2x2 phase convolutions on the smaller map
         (`row_strips.upsample_phase_kernels`: 4 taps per pixel instead of 9, about 1.8x faster, no 4x-sized
