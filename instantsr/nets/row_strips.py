@@ -20,10 +20,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .tiled_unet import pooled_group_moments
+
 Reader = Callable[[int, int], torch.Tensor]
 Affine = tuple[torch.Tensor, torch.Tensor]  # per-channel (scale, shift), N x C x 1 x 1
 
-__all__ = ["row_spans", "slice_reader", "group_norm_affine", "conv3x3_rows", "upsample_phase_kernels",
+__all__ = ["row_spans", "slice_reader", "group_norm_affine", "activated", "conv3x3_rows", "upsample_phase_kernels",
            "upsample_conv_rows", "resnet_block_in_strips", "downsample_in_strips"]
 
 
@@ -36,22 +38,10 @@ def slice_reader(x: torch.Tensor) -> Reader:
 
 
 def group_norm_affine(norm: nn.GroupNorm, read: Reader, height: int, rows: int) -> Affine:
-    """(scale, shift) with ``norm(x) == x * scale + shift``: each strip's per-channel mean and variance, merged
-    in float64 into the groups' (Chan et al.'s pairwise formula: no E[x^2] - E[x]^2 cancellation)."""
-    counts, means, variances = [], [], []
-    for a, b in row_spans(height, rows):
-        x = read(a, b)
-        var, mean = torch.var_mean(x, dim=(2, 3), correction=0)  # N x C
-        counts.append(x.shape[2] * x.shape[3])
-        means.append(mean.double())
-        variances.append(var.double())
-    n, c = means[0].shape
-    per_group = c // norm.num_groups
-    w = torch.tensor(counts, dtype=torch.float64).view(-1, 1, 1, 1) / (sum(counts) * per_group)
-    m = torch.stack(means).view(len(counts), n, norm.num_groups, per_group)  # strips x N x groups x channels
-    v = torch.stack(variances).view_as(m)
-    mean = (w * m).sum((0, 3))  # N x groups
-    var = (w * (v + (m - mean[:, :, None]).square())).sum((0, 3))  # biased, as GroupNorm
+    """(scale, shift) with ``norm(x) == x * scale + shift``, from the statistics of all strips
+    (`tiled_unet.pooled_group_moments`)."""
+    mean, var = pooled_group_moments((read(a, b) for a, b in row_spans(height, rows)), norm.num_groups)
+    per_group = norm.num_channels // norm.num_groups
     rstd = (var + norm.eps).rsqrt().repeat_interleave(per_group, 1)
     scale = rstd * norm.weight.double()
     shift = norm.bias.double() - mean.repeat_interleave(per_group, 1) * scale

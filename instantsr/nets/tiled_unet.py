@@ -13,13 +13,29 @@ temporaries are one tile's. The output equals the untiled forward up to float ro
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 Maps = list[torch.Tensor]  # full feature maps on `store`, concatenated along channels when used together
+
+
+def pooled_group_moments(crops: Iterable[torch.Tensor], num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """GroupNorm's mean and (biased) variance per image and group, float64 ``N x groups``, of a map given as
+    crops that cover it once. Each crop's per-channel moments in float32 (Welford: no float64 copy of the map,
+    no E[x^2] - E[x]^2 cancellation), pooled in float64: var = sum_k n_k (var_k + (mean_k - mean)^2) / n."""
+    parts = []
+    for x in crops:
+        var, mean = torch.var_mean(x.float(), dim=(2, 3), correction=0)  # N x C
+        parts.append((x.shape[2] * x.shape[3], mean.double(), var.double()))
+    n, c = parts[0][1].shape
+    count = sum(k for k, _, _ in parts) * (c // num_groups)
+    as_groups = lambda t: t.view(n, num_groups, c // num_groups)  # noqa: E731
+    mean = sum(k * as_groups(m).sum(-1) for k, m, _ in parts) / count
+    var = sum(k * (as_groups(v) + (as_groups(m) - mean[..., None]).square()).sum(-1) for k, m, v in parts) / count
+    return mean, var
 
 
 class TiledUNetRunner:
@@ -92,16 +108,8 @@ class TiledUNetRunner:
 
     def group_norm_silu(self, norm: nn.GroupNorm, maps: Maps) -> Callable[[torch.Tensor], torch.Tensor]:
         """silu(GroupNorm(x)) for crops of `maps`, with the statistics of the whole maps."""
-        # Each tile's mean and variance in float32 (Welford, no float64 copy of the map), pooled in float64:
-        # var = sum_k n_k (var_k + (mean_k - mean)^2) / n.
-        parts = []
-        for r0, r1, c0, c1 in self._boxes(*maps[0].shape[-2:]):
-            x = self._crop(maps, r0, r1, c0, c1)
-            var, mean = torch.var_mean(x.float().reshape(x.shape[0], norm.num_groups, -1), -1, correction=0)
-            parts.append((x[0, 0].numel() * x.shape[1] // norm.num_groups, mean.double(), var.double()))
-        count = sum(n for n, _, _ in parts)
-        mean = sum(n * m for n, m, _ in parts) / count
-        var = sum(n * (v + (m - mean).square()) for n, m, v in parts) / count
+        mean, var = pooled_group_moments((self._crop(maps, *box) for box in self._boxes(*maps[0].shape[-2:])),
+                                         norm.num_groups)
         rstd = torch.rsqrt(var + norm.eps)
         mean, rstd = mean.float()[..., None, None, None], rstd.float()[..., None, None, None]
         weight, bias = norm.weight.float()[:, None, None], norm.bias.float()[:, None, None]

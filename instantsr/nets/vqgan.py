@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .row_strips import (conv3x3_rows, downsample_in_strips, group_norm_affine, resnet_block_in_strips,
-                         row_spans, slice_reader, upsample_conv_rows, upsample_phase_kernels)
+from .row_strips import (activated, conv3x3_rows, downsample_in_strips, group_norm_affine,
+                         resnet_block_in_strips, row_spans, slice_reader, upsample_conv_rows, upsample_phase_kernels)
 from .swin_unet import load_state_dict_checked, read_official_state_dict
 from .unet2d import Upsample2D as Upsample  # 2x nearest, then a 3x3 conv (`conv`): the official Upsample too
 
@@ -211,8 +211,7 @@ class Decoder(nn.Module):
         if rows is None:
             return self.conv_out(F.silu(self.norm_out(h)))
         height = h.shape[2]
-        scale, shift = group_norm_affine(self.norm_out, slice_reader(h), height, rows)
-        out = lambda a, b: F.silu(torch.addcmul(shift, h[:, :, a:b], scale))  # noqa: E731
+        out = activated(slice_reader(h), group_norm_affine(self.norm_out, slice_reader(h), height, rows))
         return torch.cat([conv3x3_rows(self.conv_out, out, height, a, b) for a, b in row_spans(height, rows)], 2)
 
     @staticmethod
@@ -255,8 +254,7 @@ class VectorQuantizer(nn.Module):
         e = self.embedding.weight.to(flat.dtype)
         e2 = (e ** 2).sum(1)
         # torch.export (ONNX) would fix the number of chunks at the traced example's: one piece there
-        exporting = getattr(torch.compiler, "is_exporting", lambda: False)()  # torch >= 2.6 has it
-        pieces = (flat,) if exporting else flat.split(self.chunk)
+        pieces = (flat,) if torch.compiler.is_exporting() else flat.split(self.chunk)
         idx = [torch.argmin((x ** 2).sum(1, keepdim=True) + e2 - 2 * x @ e.t(), dim=1) for x in pieces]
         return torch.cat(idx).view(b, h, w)
 
@@ -324,8 +322,7 @@ class ResShiftVQGAN(nn.Module):
 
     def _lean_inference(self) -> bool:
         """Lean, in eval mode, without autograd, not exporting: training and ONNX keep the official graph."""
-        exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
-        return self._lean and not self.training and not torch.is_grad_enabled() and not exporting
+        return self._lean and not self.training and not torch.is_grad_enabled() and not torch.compiler.is_exporting()
 
     def _strip_mib_for(self, x: torch.Tensor, height: int, width: int) -> float | None:
         """`strip_mib` where a full-resolution map of ``height x width`` is over `stream_above_mib` (else None:
@@ -336,8 +333,8 @@ class ResShiftVQGAN(nn.Module):
         return self.strip_mib if full_map > self.stream_above_mib * 2**20 else None
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        exporting = getattr(torch.compiler, "is_exporting", lambda: False)()  # an ONNX graph stays NCHW
-        return x.contiguous(memory_format=torch.channels_last) if self._lean and not exporting else x
+        lean = self._lean and not torch.compiler.is_exporting()  # an ONNX graph stays NCHW
+        return x.contiguous(memory_format=torch.channels_last) if lean else x
 
     @classmethod
     def from_official_config(cls, params: Mapping) -> ResShiftVQGAN:
